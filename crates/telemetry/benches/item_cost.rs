@@ -1,0 +1,137 @@
+//! Per-item cost of telemetry: one span with 5 attributes, two log events, one counter add and
+//! one histogram record, (a) exporting over OTLP/gRPC to an in-process receiver, (b) with
+//! OTEL_SDK_DISABLED. Criterion measures both; a final timed loop prints the cost per item of
+//! each, their ratio, and how much of the telemetry was delivered.
+//!
+//! `cargo bench -p telemetry --bench item_cost`
+
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Histogram};
+use otlp_sink::OtlpSink;
+use telemetry::{Config, Defaults, ShutdownReport, Telemetry, TelemetryGuard};
+
+const SUMMARY_ITEMS: u64 = 200_000;
+
+struct Instruments {
+    transactions: Counter<u64>,
+    latency: Histogram<f64>,
+    outcome: [KeyValue; 1],
+}
+
+#[inline(never)]
+fn item(m: &Instruments, i: u64) {
+    let span = tracing::info_span!(
+        "item",
+        sku = "SKU-00042",
+        warehouse_id = "WH-07",
+        operation = "ship",
+        quantity = 5_i64,
+        attempt = i as i64,
+    );
+    let _entered = span.enter();
+    tracing::info!(
+        event = "item_processed",
+        outcome = "applied",
+        "item processed"
+    );
+    tracing::info!(
+        event = "api_call",
+        status = 200_i64,
+        "inventory API answered"
+    );
+    m.transactions.add(1, &m.outcome);
+    m.latency.record(0.012, &[]);
+}
+
+fn setup(endpoint: &str, disabled: bool) -> (tracing::Dispatch, TelemetryGuard, Instruments) {
+    let vars = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.to_owned()),
+        ("OTEL_SDK_DISABLED", disabled.to_string()),
+        // Large queues and short delays so the receiver keeps up and little is dropped.
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "65536".to_owned()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
+        ("OTEL_BLRP_MAX_QUEUE_SIZE", "131072".to_owned()),
+        ("OTEL_BLRP_SCHEDULE_DELAY", "100".to_owned()),
+        ("INV_LOG_CONSOLE", "false".to_owned()),
+        ("INV_LOG_FILE", "off".to_owned()),
+    ];
+    let config = Config::from_lookup(
+        Defaults {
+            service_name: "bench".into(),
+            service_version: "0".into(),
+            metrics_addr: None,
+        },
+        |k| vars.iter().find(|(v, _)| *v == k).map(|(_, x)| x.clone()),
+    )
+    .expect("config");
+    let (dispatch, guard) = Telemetry::builder(config).build().expect("telemetry");
+    let meter = guard.meter("bench");
+    let instruments = Instruments {
+        transactions: meter.u64_counter("bench.transactions").build(),
+        latency: meter.f64_histogram("bench.latency").with_unit("s").build(),
+        outcome: [KeyValue::new("outcome", "applied")],
+    };
+    (dispatch, guard, instruments)
+}
+
+/// Times `n` items on this thread; returns ns per item.
+fn timed(dispatch: &tracing::Dispatch, m: &Instruments, n: u64) -> f64 {
+    tracing::dispatcher::with_default(dispatch, || {
+        let start = Instant::now();
+        for i in 0..n {
+            item(m, i);
+        }
+        start.elapsed().as_nanos() as f64 / n as f64
+    })
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let _rt = runtime.enter();
+    let sink = runtime.block_on(OtlpSink::start()).expect("receiver");
+    let mut c = Criterion::default()
+        .measurement_time(Duration::from_secs(5))
+        .configure_from_args();
+
+    let mut figures = Vec::new();
+    for (label, disabled) in [
+        ("telemetry on, exporting", false),
+        ("OTEL_SDK_DISABLED", true),
+    ] {
+        let (dispatch, guard, m) = setup(&sink.endpoint(), disabled);
+        c.bench_function(&format!("item/{label}"), |b| {
+            b.iter_custom(|iters| {
+                let ns = timed(&dispatch, &m, iters);
+                sink.clear(); // bound the receiver's memory
+                Duration::from_nanos((ns * iters as f64) as u64)
+            })
+        });
+        // Let the exporter drain what criterion produced, then time a fixed run for the summary.
+        std::thread::sleep(Duration::from_millis(500));
+        sink.clear();
+        let ns = timed(&dispatch, &m, SUMMARY_ITEMS);
+        let report: ShutdownReport = guard.shutdown();
+        let received = sink.received();
+        let spans = received.spans().len();
+        drop(received);
+        sink.clear();
+        figures.push((label, ns, report, spans));
+    }
+    c.final_summary();
+
+    println!(
+        "\nper-item cost over {SUMMARY_ITEMS} items (1 span + 5 attributes, 2 log events, 1 counter add, 1 histogram record):"
+    );
+    for (label, ns, report, spans) in &figures {
+        println!("  {label:<26} {ns:>9.1} ns/item   spans received: {spans}   shutdown: {report}");
+    }
+    let ratio = figures[0].1 / figures[1].1;
+    println!("  ratio on/disabled: {ratio:.1}x");
+}
