@@ -51,21 +51,20 @@ impl ExportHealth {
     }
 
     fn record(&self, signal: &str, endpoint: &str, result: &OTelSdkResult) {
-        match result {
-            Ok(()) => drop(self.failures().remove(endpoint)),
-            Err(_) => drop(self.failures().insert(endpoint.to_owned(), Instant::now())),
-        }
-        if let Err(error) = result {
-            if !self.warned.swap(true, Relaxed) {
-                tracing::warn!(
-                    target: EXPORT_TARGET,
-                    signal,
-                    endpoint,
-                    %error,
-                    "cannot export telemetry to the OTLP endpoint; the program goes on and \
-                     telemetry that cannot be delivered is dropped (this warning is shown once)"
-                );
-            }
+        let Err(error) = result else {
+            self.failures().remove(endpoint);
+            return;
+        };
+        self.failures().insert(endpoint.to_owned(), Instant::now());
+        if !self.warned.swap(true, Relaxed) {
+            tracing::warn!(
+                target: EXPORT_TARGET,
+                signal,
+                endpoint,
+                %error,
+                "cannot export telemetry to the OTLP endpoint; the program goes on and \
+                 telemetry that cannot be delivered is dropped (this warning is shown once)"
+            );
         }
     }
 }

@@ -2,7 +2,7 @@
 //! a rotated JSON log file, console output, and `/metrics`, `/healthz`, `/readyz`.
 //!
 //! ```no_run
-//! # async fn run() -> anyhow::Result<()> {
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = telemetry::Config::from_env(telemetry::Defaults {
 //!     service_name: "invbot".into(),
 //!     service_version: env!("CARGO_PKG_VERSION").into(),
