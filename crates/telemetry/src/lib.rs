@@ -20,6 +20,7 @@
 mod config;
 mod export;
 mod jsonlog;
+pub mod names;
 mod propagation;
 mod resources;
 mod server;
