@@ -63,9 +63,12 @@ pub struct Config {
     pub span_batch: BatchSettings,
     pub log_batch: BatchSettings,
     pub metric_export_interval: Duration,
-    /// RUST_LOG-style directives for the console, the file and the OTel log bridge.
+    /// RUST_LOG-style directives for the file and the OTel log bridge (and the console, unless
+    /// `console_filter` is set).
     pub log_filter: String,
     pub console: bool,
+    /// INV_CONSOLE_FILTER: directives for the console alone (a binary may pick a quieter default).
+    pub console_filter: Option<String>,
     pub log_file: Option<LogFileConfig>,
     pub metrics_addr: Option<SocketAddr>,
     pub resource_sample_interval: Duration,
@@ -186,6 +189,7 @@ impl Config {
             metric_export_interval: parse_millis(&get, "OTEL_METRIC_EXPORT_INTERVAL", 10_000)?,
             log_filter: get("RUST_LOG").unwrap_or_else(|| "info".into()),
             console: parse_bool(&get, "INV_LOG_CONSOLE", true)?,
+            console_filter: get("INV_CONSOLE_FILTER"),
             log_file,
             metrics_addr,
             resource_sample_interval: parse_millis(&get, "INV_RESOURCE_INTERVAL_MS", 5_000)?,

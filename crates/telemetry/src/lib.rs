@@ -52,7 +52,7 @@ pub use config::{
     BatchSettings, Config, ConfigError, DEFAULT_ENDPOINT, Defaults, LogFileConfig, SamplerConfig,
 };
 pub use jsonlog::JsonLines;
-pub use propagation::{inject_context, set_parent_from_headers};
+pub use propagation::{inject_context, set_parent_from_headers, trace_id};
 pub use resources::{LatestSample, ResourceSample};
 pub use server::ReadinessCheck;
 
@@ -71,7 +71,7 @@ const OTEL_LAYER_EXCLUSIONS: &str =
 pub enum InitError {
     #[error("telemetry needs a tokio runtime: call init() inside a multi-thread tokio runtime")]
     NoRuntime,
-    #[error("RUST_LOG={directives:?} is not a valid filter")]
+    #[error("{directives:?} is not a valid log filter (RUST_LOG / INV_CONSOLE_FILTER syntax)")]
     Filter {
         directives: String,
         #[source]
@@ -91,6 +91,12 @@ pub enum InitError {
         path: String,
         #[source]
         source: tracing_appender::rolling::InitError,
+    },
+    #[error("cannot create the log directory {path}")]
+    LogDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
     },
     #[error("a global tracing subscriber is already installed")]
     AlreadyInstalled(#[source] tracing::subscriber::SetGlobalDefaultError),
@@ -158,21 +164,20 @@ impl Telemetry {
             Providers::build(c, &health)?
         };
 
-        let user_filter = user_directives(&c.log_filter);
-        let filter = |extra: &str| {
-            let directives = if extra.is_empty() {
-                user_filter.clone()
-            } else {
-                format!("{user_filter},{extra}")
-            };
+        let filter_from = |user: &str, extra: &str| {
+            let mut directives = user_directives(user);
+            if !extra.is_empty() {
+                directives = format!("{directives},{extra}");
+            }
             EnvFilter::builder()
                 .with_default_directive(Level::INFO.into())
                 .parse(&directives)
                 .map_err(|source| InitError::Filter {
-                    directives: c.log_filter.clone(),
+                    directives: user.to_owned(),
                     source,
                 })
         };
+        let filter = |extra: &str| filter_from(&c.log_filter, extra);
 
         let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::new();
         if let Some(tp) = &providers.tracer {
@@ -216,7 +221,10 @@ impl Telemetry {
                 tracing_subscriber::fmt::layer()
                     .with_writer(std::io::stderr)
                     .with_ansi(std::io::stderr().is_terminal())
-                    .with_filter(filter("")?)
+                    .with_filter(filter_from(
+                        c.console_filter.as_deref().unwrap_or(&c.log_filter),
+                        "",
+                    )?)
                     .boxed(),
             );
         }

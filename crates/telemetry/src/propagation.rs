@@ -47,3 +47,12 @@ pub fn set_parent_from_headers(span: &tracing::Span, headers: &HeaderMap) {
         let _ = span.set_parent(cx);
     }
 }
+
+/// The trace id of `span` as 32 lowercase hex digits, when it is sampled (None when telemetry is
+/// off), for summaries and links.
+pub fn trace_id(span: &tracing::Span) -> Option<String> {
+    use opentelemetry::trace::TraceContextExt;
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    sc.is_sampled().then(|| sc.trace_id().to_string())
+}

@@ -1,0 +1,345 @@
+//! The inventory API client: one client span per call with W3C traceparent injected, timeouts,
+//! and retries with exponential backoff and jitter on 5xx, timeouts and connection errors.
+
+use std::time::{Duration, Instant};
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Histogram, Meter};
+use serde::{Deserialize, Serialize};
+use telemetry::names::{event, metric, span};
+use tracing::Instrument;
+use tracing::field::Empty;
+
+use crate::input::Transaction;
+
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first one included.
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    pub timeout: Duration,
+}
+
+impl RetryPolicy {
+    /// Exponential backoff with "equal jitter": half the step fixed, half random, so retries of
+    /// many items spread out instead of hitting a recovering API together.
+    fn backoff(&self, retry: u32) -> Duration {
+        let step = self
+            .base_delay
+            .saturating_mul(1 << retry.saturating_sub(1).min(16))
+            .min(self.max_delay);
+        let half = step / 2;
+        half + half.mul_f64(fastrand::f64())
+    }
+}
+
+/// The body the API answers an applied (or replayed) transaction with.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Applied {
+    pub quantity_after: i64,
+    pub replayed: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorBody {
+    error: String,
+    message: String,
+}
+
+#[derive(Debug, Serialize)]
+struct TransactionBody<'a> {
+    warehouse_id: &'a str,
+    sku: &'a str,
+    kind: &'a str,
+    quantity: i64,
+}
+
+/// Why a call failed; `kind()` is the low-cardinality `error.type` used in metrics.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    #[error("HTTP {status} {code}: {message}")]
+    Status {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("cannot reach the API: {0}")]
+    Connect(String),
+}
+
+impl CallError {
+    pub fn kind(&self) -> String {
+        match self {
+            Self::Status { code, .. } => code.clone(),
+            Self::Timeout(_) => "timeout".into(),
+            Self::Connect(_) => "connect".into(),
+        }
+    }
+
+    fn retryable(&self) -> bool {
+        match self {
+            Self::Status { status, .. } => *status >= 500,
+            Self::Timeout(_) | Self::Connect(_) => true,
+        }
+    }
+
+    fn status(&self) -> Option<u16> {
+        match self {
+            Self::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// What applying one transaction came to, after retries.
+#[derive(Debug)]
+pub struct CallOutcome {
+    pub result: Result<Applied, CallError>,
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone)]
+struct ClientMetrics {
+    duration: Histogram<f64>,
+    retries: Counter<u64>,
+    errors: Counter<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    transactions_url: String,
+    server_address: String,
+    policy: RetryPolicy,
+    metrics: ClientMetrics,
+}
+
+impl ApiClient {
+    pub fn new(base_url: &str, policy: RetryPolicy, meter: &Meter) -> reqwest::Result<Self> {
+        let http = reqwest::Client::builder().timeout(policy.timeout).build()?;
+        let base = base_url.trim_end_matches('/');
+        Ok(Self {
+            http,
+            transactions_url: format!("{base}/transactions"),
+            server_address: base.split("://").nth(1).unwrap_or(base).to_owned(),
+            policy,
+            metrics: ClientMetrics {
+                duration: meter
+                    .f64_histogram(metric::HTTP_CLIENT_DURATION)
+                    .with_unit("s")
+                    .with_description("Duration of calls to the inventory API, per attempt")
+                    .build(),
+                retries: meter
+                    .u64_counter(metric::RETRIES)
+                    .with_unit("{retry}")
+                    .with_description("Retried API calls")
+                    .build(),
+                errors: meter
+                    .u64_counter(metric::ERRORS)
+                    .with_unit("{error}")
+                    .with_description("Failed API call attempts, by error type")
+                    .build(),
+            },
+        })
+    }
+
+    /// Applies `txn` under `idempotency_key`, retrying what may succeed on a later attempt.
+    /// Runs inside the caller's item span.
+    pub async fn apply(&self, txn: &Transaction, idempotency_key: &str) -> CallOutcome {
+        let body = TransactionBody {
+            warehouse_id: &txn.warehouse_id,
+            sku: &txn.sku,
+            kind: txn.operation.as_str(),
+            quantity: txn.quantity,
+        };
+        let mut attempt = 1;
+        loop {
+            let result = if attempt == 1 {
+                self.call(&body, idempotency_key, attempt).await
+            } else {
+                let backoff = self.policy.backoff(attempt - 1);
+                self.metrics.retries.add(1, &[]);
+                let retry = tracing::info_span!(
+                    span::RETRY,
+                    attempt,
+                    backoff_ms = backoff.as_millis() as u64
+                );
+                async {
+                    tokio::time::sleep(backoff).await;
+                    self.call(&body, idempotency_key, attempt).await
+                }
+                .instrument(retry)
+                .await
+            };
+            match result {
+                Ok(applied) => {
+                    if attempt > 1 {
+                        tracing::info!(
+                            event = event::RETRY_SUCCESS,
+                            warehouse_id = %txn.warehouse_id,
+                            sku = %txn.sku,
+                            attempt,
+                            "succeeded after retrying"
+                        );
+                    }
+                    return CallOutcome {
+                        result: Ok(applied),
+                        attempts: attempt,
+                    };
+                }
+                Err(e) if e.retryable() && attempt < self.policy.max_attempts => attempt += 1,
+                Err(e) => {
+                    return CallOutcome {
+                        result: Err(e),
+                        attempts: attempt,
+                    };
+                }
+            }
+        }
+    }
+
+    async fn call(
+        &self,
+        body: &TransactionBody<'_>,
+        key: &str,
+        attempt: u32,
+    ) -> Result<Applied, CallError> {
+        let call = tracing::info_span!(
+            span::API_CALL,
+            otel.name = "POST /transactions",
+            otel.kind = "client",
+            otel.status_code = Empty,
+            http.request.method = "POST",
+            url.full = %self.transactions_url,
+            server.address = %self.server_address,
+            http.response.status_code = Empty,
+            attempt,
+        );
+        let mut headers = http::HeaderMap::new();
+        telemetry::inject_context(&call, &mut headers);
+        let started = Instant::now();
+        let result = async {
+            let response = self
+                .http
+                .post(&self.transactions_url)
+                .headers(headers)
+                .header("idempotency-key", key)
+                .json(body)
+                .send()
+                .await
+                .map_err(|e| self.transport_error(&e))?;
+            let status = response.status().as_u16();
+            tracing::Span::current().record("http.response.status_code", status);
+            if response.status().is_success() {
+                return response
+                    .json::<Applied>()
+                    .await
+                    .map_err(|e| self.transport_error(&e));
+            }
+            let (code, message) = match response.json::<ErrorBody>().await {
+                Ok(b) => (b.error, b.message),
+                Err(_) => (format!("http_{status}"), "no error body".to_owned()),
+            };
+            Err(CallError::Status {
+                status,
+                code,
+                message,
+            })
+        }
+        .instrument(call.clone())
+        .await;
+
+        let status = match &result {
+            Ok(_) => "2xx".to_owned(),
+            Err(e) => e
+                .status()
+                .map_or_else(|| "none".to_owned(), |s| s.to_string()),
+        };
+        let mut attrs = vec![
+            KeyValue::new("http.request.method", "POST"),
+            KeyValue::new("http.route", "/transactions"),
+            KeyValue::new("http.response.status_code", status),
+        ];
+        if let Err(e) = &result {
+            let error_type = e.kind();
+            call.record("otel.status_code", "ERROR");
+            call.in_scope(|| {
+                tracing::warn!(
+                    event = event::API_ERROR,
+                    warehouse_id = body.warehouse_id,
+                    sku = body.sku,
+                    attempt,
+                    error.type = %error_type,
+                    error = %e,
+                    "inventory API call failed"
+                );
+            });
+            self.metrics
+                .errors
+                .add(1, &[KeyValue::new("error.type", error_type.clone())]);
+            attrs.push(KeyValue::new("error.type", error_type));
+        }
+        self.metrics
+            .duration
+            .record(started.elapsed().as_secs_f64(), &attrs);
+        result
+    }
+
+    fn transport_error(&self, e: &reqwest::Error) -> CallError {
+        if e.is_timeout() {
+            CallError::Timeout(self.policy.timeout)
+        } else {
+            CallError::Connect(format!("{e}: {}", source_chain(e)))
+        }
+    }
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = Vec::new();
+    let mut next = e.source();
+    while let Some(s) = next {
+        parts.push(s.to_string());
+        next = s.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_within_jitter_and_cap() {
+        let p = RetryPolicy {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(350),
+            timeout: Duration::from_secs(1),
+        };
+        for _ in 0..100 {
+            let first = p.backoff(1);
+            assert!((50..=100).contains(&first.as_millis()), "{first:?}");
+            let second = p.backoff(2);
+            assert!((100..=200).contains(&second.as_millis()), "{second:?}");
+            let capped = p.backoff(10);
+            assert!((175..=350).contains(&capped.as_millis()), "{capped:?}");
+        }
+    }
+
+    #[test]
+    fn only_server_errors_and_transport_failures_are_retried() {
+        let status = |s: u16| CallError::Status {
+            status: s,
+            code: "x".into(),
+            message: String::new(),
+        };
+        assert!(status(503).retryable());
+        assert!(!status(404).retryable());
+        assert!(!status(409).retryable());
+        assert!(CallError::Timeout(Duration::from_secs(1)).retryable());
+        assert!(CallError::Connect("refused".into()).retryable());
+    }
+}

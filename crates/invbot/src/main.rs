@@ -1,0 +1,409 @@
+//! `invbot run | generate`: the command-line front of the inventory bot.
+
+use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use invbot::alerts::Thresholds;
+use invbot::api_process::ApiProcess;
+use invbot::client::{ApiClient, RetryPolicy};
+use invbot::generate::{GenerateOptions, generate};
+use invbot::input::{self, Format};
+use invbot::runner::{RunOptions, run};
+use telemetry::names::service;
+
+/// Exit status when the run finished but some rows failed or were rejected.
+const EXIT_INCOMPLETE: u8 = 3;
+/// Exit status for bad usage: bad flags, a missing or unreadable input (sysexits EX_USAGE).
+const EXIT_USAGE: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(name = "invbot", version, about = "The instrumented inventory bot")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Apply a file of inventory transactions through the inventory API, batch by batch.
+    Run(Box<RunArgs>),
+    /// Write synthetic input (CSV, or JSON lines with --format jsonl).
+    Generate(GenerateArgs),
+    /// Run the inventory API in this process (what `run` starts as its second service).
+    #[command(hide = true)]
+    ServeApi {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Transactions to apply: CSV with header txn_id,warehouse_id,sku,operation,quantity, or
+    /// JSON lines (.jsonl). Without it, a built-in sample of 500 rows.
+    #[arg(long, env = "INV_INPUT")]
+    input: Option<PathBuf>,
+    /// Inventory API to call. Without it, the bot starts its own API process.
+    #[arg(long, env = "INV_API_URL")]
+    api_url: Option<String>,
+    /// Transactions per batch (batches never mix warehouses).
+    #[arg(long, env = "INV_BATCH_SIZE", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    batch_size: u64,
+    /// API calls in flight at once.
+    #[arg(long, env = "INV_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    concurrency: u64,
+    /// Attempts per transaction, the first included (retries on 5xx, timeouts, connection errors).
+    #[arg(long, env = "INV_MAX_ATTEMPTS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=20))]
+    max_attempts: u32,
+    /// First retry delay in ms; doubles per retry, with jitter.
+    #[arg(long, env = "INV_RETRY_BASE_MS", default_value_t = 50)]
+    retry_base_ms: u64,
+    /// Longest retry delay in ms.
+    #[arg(long, env = "INV_RETRY_MAX_MS", default_value_t = 2_000)]
+    retry_max_ms: u64,
+    /// Timeout per API call in ms.
+    #[arg(long, env = "INV_TIMEOUT_MS", default_value_t = 5_000)]
+    timeout_ms: u64,
+    /// Where the embedded API keeps its database, and the default place for rejects files.
+    #[arg(long, env = "INV_STATE_DIR", default_value = ".invbot")]
+    state_dir: PathBuf,
+    /// Rejected rows with line number and reason (default: <state-dir>/rejects-<run id>.csv).
+    #[arg(long, env = "INV_REJECTS")]
+    rejects: Option<PathBuf>,
+    /// Share of the embedded API's transaction calls answered 503 (fault injection).
+    #[arg(long, env = "INV_API_FAULT_ERROR_RATE")]
+    api_fault_error_rate: Option<f64>,
+    /// Latency added to each of the embedded API's transaction calls, in ms.
+    #[arg(long, env = "INV_API_FAULT_LATENCY_MS")]
+    api_fault_latency_ms: Option<u64>,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// No progress bar, even on a terminal.
+    #[arg(long)]
+    no_progress: bool,
+    /// Jaeger UI base URL, for links in the summary (e.g. http://localhost:16686).
+    #[arg(long, env = "INV_JAEGER_URL")]
+    jaeger_url: Option<String>,
+    /// Grafana base URL, for Explore links in the summary (e.g. http://localhost:3000).
+    #[arg(long, env = "INV_GRAFANA_URL")]
+    grafana_url: Option<String>,
+    /// Alert when a batch takes longer than this many seconds.
+    #[arg(long, env = "INV_ALERT_BATCH_SECONDS", default_value_t = 2.0)]
+    alert_batch_seconds: f64,
+    /// Alert when more than this share of the last --alert-error-window transactions failed.
+    #[arg(long, env = "INV_ALERT_ERROR_RATE", default_value_t = 0.05)]
+    alert_error_rate: f64,
+    #[arg(long, env = "INV_ALERT_ERROR_WINDOW", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    alert_error_window: u64,
+    /// Alert when process CPU (share of all CPUs) stays above this for --alert-cpu-for-secs.
+    #[arg(long, env = "INV_ALERT_CPU", default_value_t = 0.85)]
+    alert_cpu: f64,
+    #[arg(long, env = "INV_ALERT_CPU_FOR_SECS", default_value_t = 300)]
+    alert_cpu_for_secs: u64,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
+}
+
+/// Flags that override the standard OTEL_* environment (a flag beats the environment).
+#[derive(Debug, Args)]
+struct TelemetryArgs {
+    /// OTLP/gRPC endpoint for all three signals (overrides OTEL_EXPORTER_OTLP_*ENDPOINT).
+    #[arg(long)]
+    otlp_endpoint: Option<String>,
+    /// deployment.environment.name of this run.
+    #[arg(long)]
+    environment: Option<String>,
+    /// Address of /metrics, /healthz and /readyz, or "off" (overrides INV_METRICS_ADDR).
+    #[arg(long)]
+    metrics_addr: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct GenerateArgs {
+    /// Data rows to write.
+    #[arg(long, default_value_t = 10_000)]
+    rows: usize,
+    /// Seed: the same seed gives the same file.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Share of rows written malformed, 0..=1.
+    #[arg(long, default_value_t = 0.0, value_parser = share)]
+    malformed: f64,
+    /// Share of rows naming a SKU the catalog does not have, 0..=1.
+    #[arg(long, default_value_t = 0.0, value_parser = share)]
+    unknown_sku: f64,
+    /// csv or jsonl.
+    #[arg(long, default_value = "csv", value_parser = ["csv", "jsonl"])]
+    format: String,
+    /// Output file (default: standard output).
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+}
+
+fn share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a share between 0 and 1")),
+    }
+}
+
+/// An error that is the user's to fix (exit 64) rather than a failure of the run (exit 1).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
+        }
+    };
+    let result = match cli.command {
+        Command::ServeApi { args } => return inventory_api::cli::main_from(args),
+        Command::Generate(args) => run_generate(&args).map(|()| ExitCode::SUCCESS),
+        Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")
+            .and_then(|rt| rt.block_on(run_command(*args))),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("invbot: {e:#}");
+        if e.downcast_ref::<UsageError>().is_some() {
+            ExitCode::from(EXIT_USAGE)
+        } else {
+            ExitCode::FAILURE
+        }
+    })
+}
+
+fn run_generate(args: &GenerateArgs) -> Result<()> {
+    let opts = GenerateOptions {
+        rows: args.rows,
+        seed: args.seed,
+        malformed: args.malformed,
+        unknown_sku: args.unknown_sku,
+        json_lines: args.format == "jsonl",
+    };
+    let malformed = match &args.output {
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .map_err(|e| UsageError(format!("cannot create {}: {e}", path.display())))?;
+            let mut out = std::io::BufWriter::new(file);
+            let n = generate(&opts, &mut out)?;
+            std::io::Write::flush(&mut out)?;
+            n
+        }
+        None => generate(&opts, &mut std::io::stdout().lock())?,
+    };
+    if let Some(path) = &args.output {
+        eprintln!(
+            "wrote {} rows ({malformed} malformed) to {}",
+            args.rows,
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+fn read_input(path: Option<&PathBuf>) -> Result<(input::Parsed, String)> {
+    let Some(path) = path else {
+        let mut sample = Vec::new();
+        let opts = GenerateOptions {
+            rows: 500,
+            seed: 1,
+            malformed: 0.01,
+            unknown_sku: 0.005,
+            json_lines: false,
+        };
+        generate(&opts, &mut sample)?;
+        let mut parsed = input::read(sample.as_slice(), Format::Csv)?;
+        // Fresh idempotency keys per run (run id + line), so every run of the sample does work.
+        for t in &mut parsed.transactions {
+            t.txn_id = None;
+        }
+        return Ok((parsed, "built-in sample".into()));
+    };
+    let file = std::fs::File::open(path)
+        .map_err(|e| UsageError(format!("cannot read input file {}: {e}", path.display())))?;
+    let parsed = input::read(std::io::BufReader::new(file), Format::from_path(path))
+        .map_err(|e| UsageError(format!("cannot read input file {}: {e}", path.display())))?;
+    Ok((parsed, path.display().to_string()))
+}
+
+async fn run_command(args: RunArgs) -> Result<ExitCode> {
+    let (parsed, input_label) = read_input(args.input.as_ref())?;
+    let run_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let interactive = std::io::stderr().is_terminal() && !args.no_progress;
+
+    let mut config = telemetry::Config::from_env(telemetry::Defaults {
+        service_name: service::BOT.into(),
+        service_version: env!("CARGO_PKG_VERSION").into(),
+        metrics_addr: Some(SocketAddr::from(([127, 0, 0, 1], 9100))),
+    })
+    .map_err(|e| UsageError(e.to_string()))?;
+    apply_telemetry_flags(&mut config, &args.telemetry)?;
+    // The terminal shows progress, the summary, alerts and final failures; every event is in
+    // the JSON log file and in Loki.
+    config
+        .console_filter
+        .get_or_insert_with(|| "warn,invbot::client=error".into());
+    let endpoint = config.traces_endpoint.clone();
+    let api_url_for_readyz: Arc<OnceLock<String>> = Arc::default();
+    let readyz_url = api_url_for_readyz.clone();
+    let guard = telemetry::Telemetry::builder(config)
+        .readiness(move || {
+            let url = readyz_url.get().map(|u| format!("{u}/readyz"));
+            async move {
+                let url = url.ok_or("the inventory API is not started yet")?;
+                match reqwest::get(&url).await {
+                    Ok(r) if r.status().is_success() => Ok(()),
+                    Ok(r) => Err(format!("{url} answered {}", r.status())),
+                    Err(e) => Err(format!("{url}: {e}")),
+                }
+            }
+        })
+        .init()?;
+
+    let outcome = run_with_api(
+        &args,
+        parsed,
+        input_label,
+        run_id,
+        interactive,
+        &guard,
+        &api_url_for_readyz,
+    )
+    .await;
+    let report = guard.shutdown();
+    let mut summary = outcome?;
+    summary.telemetry = Some(format!("exported to {endpoint}: {report}"));
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{}", summary.render());
+    }
+    debug_assert!(summary.counts_add_up());
+    Ok(if summary.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_INCOMPLETE)
+    })
+}
+
+fn apply_telemetry_flags(config: &mut telemetry::Config, flags: &TelemetryArgs) -> Result<()> {
+    if let Some(endpoint) = &flags.otlp_endpoint {
+        config
+            .set_endpoint(endpoint)
+            .map_err(|e| UsageError(e.to_string()))?;
+    }
+    if let Some(env) = &flags.environment {
+        config.deployment_environment.clone_from(env);
+    }
+    match flags.metrics_addr.as_deref() {
+        None => {}
+        Some("off") => config.metrics_addr = None,
+        Some(addr) => {
+            config.metrics_addr = Some(addr.parse().map_err(|e| {
+                UsageError(format!(
+                    "--metrics-addr {addr:?}: not an address like 127.0.0.1:9100 ({e})"
+                ))
+            })?);
+        }
+    }
+    Ok(())
+}
+
+async fn run_with_api(
+    args: &RunArgs,
+    parsed: input::Parsed,
+    input_label: String,
+    run_id: String,
+    interactive: bool,
+    guard: &telemetry::TelemetryGuard,
+    api_url: &OnceLock<String>,
+) -> Result<invbot::summary::Summary> {
+    let api = match &args.api_url {
+        Some(_) => None,
+        None => Some(ApiProcess::start(&args.state_dir, &embedded_api_flags(args)).await?),
+    };
+    let url = args
+        .api_url
+        .clone()
+        .or_else(|| api.as_ref().map(|a| a.url.clone()))
+        .unwrap_or_default();
+    let _ = api_url.set(url.clone());
+    let policy = RetryPolicy {
+        max_attempts: args.max_attempts,
+        base_delay: Duration::from_millis(args.retry_base_ms),
+        max_delay: Duration::from_millis(args.retry_max_ms),
+        timeout: Duration::from_millis(args.timeout_ms),
+    };
+    let client = ApiClient::new(&url, policy, &guard.meter("invbot"))
+        .context("cannot build the HTTP client")?;
+    let opts = RunOptions {
+        rejects_path: args
+            .rejects
+            .clone()
+            .unwrap_or_else(|| args.state_dir.join(format!("rejects-{run_id}.csv"))),
+        run_id,
+        input_label,
+        batch_size: usize::try_from(args.batch_size).unwrap_or(usize::MAX),
+        concurrency: usize::try_from(args.concurrency).unwrap_or(usize::MAX),
+        thresholds: Thresholds {
+            batch_seconds: args.alert_batch_seconds,
+            error_rate: args.alert_error_rate,
+            error_window: usize::try_from(args.alert_error_window).unwrap_or(usize::MAX),
+            cpu_utilization: args.alert_cpu,
+            cpu_for: Duration::from_secs(args.alert_cpu_for_secs),
+        },
+        jaeger_url: args.jaeger_url.clone(),
+        grafana_url: args.grafana_url.clone(),
+        progress: interactive,
+    };
+    let summary = run(
+        &opts,
+        parsed,
+        &client,
+        &guard.meter("invbot"),
+        guard.resources(),
+    )
+    .await;
+    if let Some(api) = api {
+        api.stop().await?;
+    }
+    summary.with_context(|| {
+        format!(
+            "cannot write the rejects file {}",
+            opts.rejects_path.display()
+        )
+    })
+}
+
+/// Flags the embedded API gets from the bot's own: fault injection and the telemetry overrides.
+fn embedded_api_flags(args: &RunArgs) -> Vec<String> {
+    let mut flags = Vec::new();
+    if let Some(rate) = args.api_fault_error_rate {
+        flags.extend(["--fault-error-rate".to_owned(), rate.to_string()]);
+    }
+    if let Some(ms) = args.api_fault_latency_ms {
+        flags.extend(["--fault-latency-ms".to_owned(), ms.to_string()]);
+    }
+    if let Some(endpoint) = &args.telemetry.otlp_endpoint {
+        flags.extend(["--otlp-endpoint".to_owned(), endpoint.clone()]);
+    }
+    if let Some(env) = &args.telemetry.environment {
+        flags.extend(["--environment".to_owned(), env.clone()]);
+    }
+    flags
+}

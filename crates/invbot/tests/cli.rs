@@ -1,0 +1,132 @@
+//! The command line: help, bad flags, bad input files, and the generator's output.
+
+use assert_cmd::Command;
+
+fn invbot() -> Command {
+    let mut cmd = Command::cargo_bin("invbot").expect("the invbot binary");
+    cmd.env_remove("INV_INPUT")
+        .env("INV_LOG_FILE", "off")
+        .env("INV_METRICS_ADDR", "off");
+    cmd
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let out = invbot().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("run") && text.contains("generate"), "{text}");
+    assert!(
+        !text.contains("serve-api"),
+        "internal command stays hidden: {text}"
+    );
+    let out = invbot().args(["run", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--api-fault-error-rate"));
+}
+
+#[test]
+fn bad_flags_are_usage_errors() {
+    let out = invbot().args(["run", "--bogus"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(stderr(&out).contains("--bogus"), "{}", stderr(&out));
+
+    let out = invbot()
+        .args(["run", "--batch-size", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(stderr(&out).contains("--batch-size"), "{}", stderr(&out));
+
+    let out = invbot()
+        .args(["generate", "--malformed", "2"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        stderr(&out).contains("not a share between 0 and 1"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = invbot().arg("frobnicate").output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+}
+
+#[test]
+fn missing_or_unreadable_input_is_a_clear_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.csv");
+    let out = invbot()
+        .arg("run")
+        .arg("--input")
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot read input file") && err.contains("nope.csv"),
+        "{err}"
+    );
+
+    // A directory opens but cannot be read as a file.
+    let out = invbot()
+        .arg("run")
+        .arg("--input")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        stderr(&out).contains("cannot read input file"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = invbot()
+        .args(["run", "--otlp-endpoint", "localhost:4317"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(stderr(&out).contains("needs a scheme"), "{}", stderr(&out));
+}
+
+#[test]
+fn generate_is_reproducible_and_writes_the_header() {
+    let run = |seed: &str| {
+        let out = invbot()
+            .args(["generate", "--rows", "20", "--seed", seed])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let a = run("3");
+    assert_eq!(a.lines().count(), 21);
+    assert_eq!(
+        a.lines().next(),
+        Some("txn_id,warehouse_id,sku,operation,quantity")
+    );
+    assert_eq!(a, run("3"));
+    assert_ne!(a, run("4"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rows.jsonl");
+    let out = invbot()
+        .args(["generate", "--rows", "10", "--format", "jsonl", "--output"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.lines().count(), 10);
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(v["sku"].as_str().unwrap().starts_with("SKU-"));
+    }
+}
