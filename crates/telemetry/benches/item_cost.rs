@@ -21,6 +21,8 @@ struct Instruments {
     outcome: [KeyValue; 1],
 }
 
+type Work = fn(&Instruments, u64);
+
 #[inline(never)]
 fn item(m: &Instruments, i: u64) {
     let span = tracing::info_span!(
@@ -32,6 +34,26 @@ fn item(m: &Instruments, i: u64) {
         attempt = i as i64,
     );
     let _entered = span.enter();
+    events(m, i);
+    metrics(m, i);
+}
+
+// The item's parts, measured alone to show where the cost is.
+#[inline(never)]
+fn span_only(_: &Instruments, i: u64) {
+    let span = tracing::info_span!(
+        "item",
+        sku = "SKU-00042",
+        warehouse_id = "WH-07",
+        operation = "ship",
+        quantity = 5_i64,
+        attempt = i as i64,
+    );
+    let _entered = span.enter();
+}
+
+#[inline(never)]
+fn events(_: &Instruments, _: u64) {
     tracing::info!(
         event = "item_processed",
         outcome = "applied",
@@ -42,6 +64,10 @@ fn item(m: &Instruments, i: u64) {
         status = 200_i64,
         "inventory API answered"
     );
+}
+
+#[inline(never)]
+fn metrics(m: &Instruments, _: u64) {
     m.transactions.add(1, &m.outcome);
     m.latency.record(0.012, &[]);
 }
@@ -77,15 +103,44 @@ fn setup(endpoint: &str, disabled: bool) -> (tracing::Dispatch, TelemetryGuard, 
     (dispatch, guard, instruments)
 }
 
-/// Times `n` items on this thread; returns ns per item.
-fn timed(dispatch: &tracing::Dispatch, m: &Instruments, n: u64) -> f64 {
+/// Times `n` items on this thread; returns wall ns per item.
+fn timed(dispatch: &tracing::Dispatch, m: &Instruments, work: Work, n: u64) -> f64 {
     tracing::dispatcher::with_default(dispatch, || {
         let start = Instant::now();
         for i in 0..n {
-            item(m, i);
+            work(m, i);
         }
         start.elapsed().as_nanos() as f64 / n as f64
     })
+}
+
+/// Per-item figures of one fixed run, in ns.
+struct Figures {
+    wall: f64,
+    /// CPU of the instrumented thread alone.
+    thread_cpu: f64,
+    /// CPU of the whole process until the exporters drained: the instrumented thread, the batch
+    /// processors, gRPC encoding, and the in-process receiver's decoding (an upper bound).
+    process_cpu: f64,
+}
+
+fn measured(
+    dispatch: &tracing::Dispatch,
+    m: &Instruments,
+    guard: TelemetryGuard,
+) -> (Figures, ShutdownReport) {
+    let process = cpu_time::ProcessTime::now();
+    let thread = cpu_time::ThreadTime::now();
+    let wall = timed(dispatch, m, item, SUMMARY_ITEMS);
+    let thread_cpu = thread.elapsed().as_nanos() as f64 / SUMMARY_ITEMS as f64;
+    let report = guard.shutdown();
+    let process_cpu = process.elapsed().as_nanos() as f64 / SUMMARY_ITEMS as f64;
+    let figures = Figures {
+        wall,
+        thread_cpu,
+        process_cpu,
+    };
+    (figures, report)
 }
 
 fn main() {
@@ -106,18 +161,29 @@ fn main() {
         ("OTEL_SDK_DISABLED", true),
     ] {
         let (dispatch, guard, m) = setup(&sink.endpoint(), disabled);
-        c.bench_function(&format!("item/{label}"), |b| {
-            b.iter_custom(|iters| {
-                let ns = timed(&dispatch, &m, iters);
-                sink.clear(); // bound the receiver's memory
-                Duration::from_nanos((ns * iters as f64) as u64)
-            })
-        });
+        let parts: &[(&str, Work)] = if disabled {
+            &[("item", item)]
+        } else {
+            &[
+                ("span", span_only),
+                ("2 events", events),
+                ("metrics", metrics),
+                ("item", item),
+            ]
+        };
+        for (part, work) in parts {
+            c.bench_function(&format!("{part}/{label}"), |b| {
+                b.iter_custom(|iters| {
+                    let ns = timed(&dispatch, &m, *work, iters);
+                    sink.clear(); // bound the receiver's memory
+                    Duration::from_nanos((ns * iters as f64) as u64)
+                })
+            });
+        }
         // Let the exporter drain what criterion produced, then time a fixed run for the summary.
         std::thread::sleep(Duration::from_millis(500));
         sink.clear();
-        let ns = timed(&dispatch, &m, SUMMARY_ITEMS);
-        let report: ShutdownReport = guard.shutdown();
+        let (ns, report) = measured(&dispatch, &m, guard);
         let received = sink.received();
         let spans = received.spans().len();
         drop(received);
@@ -127,11 +193,23 @@ fn main() {
     c.final_summary();
 
     println!(
-        "\nper-item cost over {SUMMARY_ITEMS} items (1 span + 5 attributes, 2 log events, 1 counter add, 1 histogram record):"
+        "\nper-item cost over {SUMMARY_ITEMS} items (1 span + 5 attributes, 2 log events, \
+         1 counter add, 1 histogram record), ns:"
     );
-    for (label, ns, report, spans) in &figures {
-        println!("  {label:<26} {ns:>9.1} ns/item   spans received: {spans}   shutdown: {report}");
+    println!(
+        "  {:<26} {:>9} {:>11} {:>12}",
+        "", "wall", "thread CPU", "process CPU"
+    );
+    for (label, f, report, spans) in &figures {
+        println!(
+            "  {label:<26} {:>9.1} {:>11.1} {:>12.1}   spans received {spans}/{SUMMARY_ITEMS}; {report}",
+            f.wall, f.thread_cpu, f.process_cpu
+        );
     }
-    let ratio = figures[0].1 / figures[1].1;
-    println!("  ratio on/disabled: {ratio:.1}x");
+    let (on, off) = (&figures[0].1, &figures[1].1);
+    println!(
+        "  ratio on/disabled: wall {:.0}x, thread CPU {:.0}x",
+        on.wall / off.wall,
+        on.thread_cpu / off.thread_cpu
+    );
 }
