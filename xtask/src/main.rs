@@ -1,5 +1,9 @@
 //! The project's developer entry point: `cargo xtask <task>`, run from anywhere in the workspace.
 
+mod http;
+mod smoke;
+mod stack;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -8,7 +12,17 @@ use anyhow::{Context, Result, bail};
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
-  ci      what CI runs: cargo fmt --check, clippy -D warnings, the workspace tests (--locked)";
+  ci              what CI runs: cargo fmt --check, clippy -D warnings, the workspace tests
+                  (--locked), then the smoke step
+  stack install   build or install the backends once, into ~/.cache/inventory-pipeline
+                  ($INV_STACK_CACHE), keyed by version (compose/.env)
+  stack up        start them on 127.0.0.1, data under .stack/ ($INV_STACK_STATE); returns when
+                  every health endpoint answers
+  stack status    each backend, up or not, with its URL
+  stack logs      where each backend's log is
+  stack down      stop the processes `stack up` started
+  smoke           stack up, one bot run exporting to the collector, check Jaeger, Loki and
+                  Prometheus over their APIs, stack down";
 
 fn main() {
     if let Err(e) = run() {
@@ -19,8 +33,11 @@ fn main() {
 
 fn run() -> Result<()> {
     let task = std::env::args().nth(1);
+    let args: Vec<String> = std::env::args().skip(2).collect();
     match task.as_deref() {
         Some("ci") => ci(),
+        Some("stack") => stack_task(args.first().map(String::as_str)),
+        Some("smoke") => smoke::smoke(&root(), &stack::Ctx::new(&root())?),
         Some("-h" | "--help") => {
             println!("{USAGE}");
             Ok(())
@@ -42,6 +59,27 @@ fn root() -> PathBuf {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn stack_task(sub: Option<&str>) -> Result<()> {
+    let ctx = stack::Ctx::new(&root())?;
+    match sub {
+        Some("install") => stack::install(&ctx),
+        Some("up") => stack::up(&ctx),
+        Some("down") => stack::down(&ctx),
+        Some("logs") => stack::logs(&ctx),
+        Some("status") => {
+            if stack::status(&ctx)? {
+                Ok(())
+            } else {
+                bail!("not every backend is up")
+            }
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            bail!("usage: cargo xtask stack install|up|status|logs|down")
+        }
+    }
 }
 
 fn cargo(args: &[&str]) -> Result<()> {
@@ -70,6 +108,7 @@ fn ci() -> Result<()> {
         "warnings",
     ])?;
     cargo(&["test", "--workspace", "--locked"])?;
+    smoke::smoke(&root(), &stack::Ctx::new(&root())?)?;
     eprintln!("xtask: ci passed");
     Ok(())
 }

@@ -1,0 +1,105 @@
+//! A tiny HTTP/1.1 GET over loopback: enough for health checks and the backends' query APIs,
+//! without pulling an HTTP client stack into xtask.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// GET `url` (`http://host:port/path?query`); returns the status and the body.
+pub(crate) fn get(url: &str) -> Result<(u16, String)> {
+    let rest = url
+        .strip_prefix("http://")
+        .with_context(|| format!("{url}: only http:// URLs are supported"))?;
+    let (authority, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
+    let mut stream =
+        TcpStream::connect(authority).with_context(|| format!("cannot connect to {authority}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nAccept: */*\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .with_context(|| format!("reading the answer of {url}"))?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("{url}: no HTTP header"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("{url}: no status in {head:?}"))?;
+    let chunked = head.lines().any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    let body = if chunked {
+        dechunk(body)?
+    } else {
+        body.to_owned()
+    };
+    Ok((status, body))
+}
+
+/// GET `url` and parse the JSON body of a 2xx answer.
+pub(crate) fn get_json(url: &str) -> Result<serde_json::Value> {
+    let (status, body) = get(url)?;
+    if !(200..300).contains(&status) {
+        bail!(
+            "{url} answered {status}: {}",
+            body.chars().take(300).collect::<String>()
+        );
+    }
+    serde_json::from_str(&body).with_context(|| format!("{url}: not JSON"))
+}
+
+fn dechunk(mut body: &str) -> Result<String> {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").context("bad chunked body")?;
+        let size = usize::from_str_radix(size.trim(), 16).context("bad chunk size")?;
+        if size == 0 {
+            return Ok(out);
+        }
+        out.push_str(rest.get(..size).context("short chunk")?);
+        body = rest.get(size + 2..).unwrap_or_default();
+    }
+}
+
+/// Percent-encodes a query parameter value.
+pub(crate) fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Polls `check` every 500 ms until it returns Some, or the deadline passes; the last error or
+/// "not yet" reason is returned on timeout.
+pub(crate) fn poll<T>(
+    deadline: Duration,
+    mut check: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    let start = Instant::now();
+    loop {
+        let last = match check() {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => "not there yet".to_owned(),
+            Err(e) => format!("{e:#}"),
+        };
+        if start.elapsed() >= deadline {
+            bail!("gave up after {deadline:?}: {last}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}

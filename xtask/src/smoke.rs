@@ -1,0 +1,141 @@
+//! The smoke step: stack up, one batch run of the bot against the API exporting to the real
+//! collector, then proof over the backends' HTTP APIs that the run's trace is in Jaeger with
+//! spans of both services, its logs are in Loki carrying its trace_id, and the bot's series and
+//! the spanmetrics series are in Prometheus; stack down whatever happened.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use crate::http::{encode, get_json, poll};
+use crate::stack::{self, Ctx};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+pub(crate) fn smoke(root: &Path, ctx: &Ctx) -> Result<()> {
+    stack::up(ctx)?;
+    let result = checks(root, ctx);
+    if result.is_err() {
+        eprintln!(
+            "xtask: smoke failed; backend logs: {}",
+            ctx.state.join("logs").display()
+        );
+    }
+    stack::down(ctx)?;
+    result
+}
+
+fn checks(root: &Path, ctx: &Ctx) -> Result<()> {
+    crate::cargo(&["build", "--locked", "-p", "invbot"])?;
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), Into::into);
+    let dir = ctx.state.join("smoke");
+    std::fs::create_dir_all(&dir)?;
+    // A fresh environment name, so only this run's series can satisfy the checks below even
+    // when the stack kept data from earlier runs.
+    let environment = format!(
+        "smoke-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis())
+    );
+    eprintln!("xtask: smoke: one batch run exporting to the collector");
+    let out = Command::new(target.join("debug/invbot"))
+        .args([
+            "run",
+            "--json",
+            "--no-progress",
+            "--otlp-endpoint",
+            "http://127.0.0.1:4317",
+        ])
+        .args([
+            "--api-fault-error-rate",
+            "0.1",
+            "--environment",
+            &environment,
+        ])
+        .env("INV_METRICS_ADDR", "off")
+        .env("OTEL_METRIC_EXPORT_INTERVAL", "1000")
+        .current_dir(&dir)
+        .output()
+        .context("cannot run invbot")?;
+    // 0: all applied; 3: some rows failed or were rejected (the built-in sample has a few).
+    if !matches!(out.status.code(), Some(0 | 3)) {
+        bail!(
+            "invbot run failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let summary: Value =
+        serde_json::from_slice(&out.stdout).context("invbot printed no JSON summary")?;
+    let trace_id = summary["batches"][0]["trace_id"]
+        .as_str()
+        .context("the summary names no batch trace")?
+        .to_owned();
+    eprintln!(
+        "xtask: smoke: run {} batch trace {trace_id}",
+        summary["run_id"]
+    );
+
+    let services = poll(DEADLINE, || {
+        let trace = get_json(&format!("http://127.0.0.1:16686/api/traces/{trace_id}"))?;
+        let mut names: Vec<String> = trace["data"][0]["processes"]
+            .as_object()
+            .map(|p| {
+                p.values()
+                    .filter_map(|v| v["serviceName"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names.dedup();
+        Ok((names.len() >= 2).then_some(names))
+    })
+    .context("Jaeger: the batch trace with spans of both services")?;
+    eprintln!("xtask: smoke: Jaeger has the trace, services {services:?}");
+
+    for service in ["invbot", "inventory-api"] {
+        let query = format!(r#"{{service_name="{service}"}} | trace_id="{trace_id}""#);
+        let lines = poll(DEADLINE, || {
+            let v = get_json(&format!(
+                "http://127.0.0.1:3100/loki/api/v1/query_range?limit=1000&query={}",
+                encode(&query)
+            ))?;
+            let n: usize = v["data"]["result"].as_array().map_or(0, |r| {
+                r.iter()
+                    .map(|s| s["values"].as_array().map_or(0, Vec::len))
+                    .sum()
+            });
+            Ok((n > 0).then_some(n))
+        })
+        .with_context(|| format!("Loki: logs of {service} with the batch's trace_id"))?;
+        eprintln!("xtask: smoke: Loki has {lines} {service} log lines with trace_id {trace_id}");
+    }
+
+    for query in [
+        format!(r#"invbot_transactions_total{{deployment_environment_name="{environment}"}}"#),
+        format!(
+            r#"traces_span_metrics_calls_total{{service_name="inventory-api",deployment_environment_name="{environment}"}}"#
+        ),
+        format!(
+            r#"traces_span_metrics_duration_seconds_bucket{{service_name="invbot",deployment_environment_name="{environment}"}}"#
+        ),
+    ] {
+        let series = poll(DEADLINE, || {
+            let v = get_json(&format!(
+                "http://127.0.0.1:9090/api/v1/query?query={}",
+                encode(&query)
+            ))?;
+            let n = v["data"]["result"].as_array().map_or(0, Vec::len);
+            Ok((n > 0).then_some(n))
+        })
+        .with_context(|| format!("Prometheus: {query}"))?;
+        eprintln!("xtask: smoke: Prometheus has {series} series for {query}");
+    }
+    eprintln!("xtask: smoke passed");
+    Ok(())
+}

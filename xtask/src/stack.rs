@@ -1,0 +1,502 @@
+//! The native stack: the real backends (OpenTelemetry Collector, Jaeger, Loki, Prometheus,
+//! Alertmanager) as local processes on 127.0.0.1, with the same config files compose mounts.
+//!
+//! - install: builds or installs each backend once into a cache outside the repo, keyed by version
+//!   (`$INV_STACK_CACHE`, default `~/.cache/inventory-pipeline/<name>-<version>/`);
+//! - up: starts them with their data under one state directory (`$INV_STACK_STATE`, default
+//!   `<repo>/.stack`), and reports up only when every health endpoint answers;
+//! - status / logs / down: by the pids `up` recorded; down stops only those.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::http;
+
+/// Where things are, and the pinned versions (compose/.env, the one place they are set).
+pub(crate) struct Ctx {
+    root: PathBuf,
+    cache: PathBuf,
+    pub(crate) state: PathBuf,
+    versions: HashMap<String, String>,
+}
+
+impl Ctx {
+    pub(crate) fn new(root: &Path) -> Result<Self> {
+        let env_file = root.join("compose/.env");
+        let text = fs::read_to_string(&env_file).with_context(|| {
+            format!("cannot read the pinned versions in {}", env_file.display())
+        })?;
+        let versions = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+            .collect();
+        let cache = match std::env::var_os("INV_STACK_CACHE") {
+            Some(dir) => PathBuf::from(dir),
+            None => home()?.join(".cache/inventory-pipeline"),
+        };
+        let state =
+            std::env::var_os("INV_STACK_STATE").map_or_else(|| root.join(".stack"), PathBuf::from);
+        Ok(Self {
+            root: root.to_owned(),
+            cache,
+            state,
+            versions,
+        })
+    }
+
+    fn version(&self, key: &str) -> Result<&str> {
+        self.versions
+            .get(key)
+            .map(String::as_str)
+            .with_context(|| format!("compose/.env does not pin {key}"))
+    }
+
+    fn pid_file(&self, name: &str) -> PathBuf {
+        self.state.join("pids").join(format!("{name}.pid"))
+    }
+
+    pub(crate) fn log_file(&self, name: &str) -> PathBuf {
+        self.state.join("logs").join(format!("{name}.log"))
+    }
+}
+
+fn home() -> Result<PathBuf> {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .context("HOME is not set; set INV_STACK_CACHE to choose the build cache")
+}
+
+/// One backend: how to get it and how to run it.
+struct Backend {
+    name: &'static str,
+    binary: PathBuf,
+    args: Vec<String>,
+    health: &'static str,
+    url: &'static str,
+    install: Install,
+}
+
+enum Install {
+    /// Built with the Collector Builder from otel-collector/builder-config.yaml.
+    Collector { version: String },
+    /// Built from a wrapper Go module kept in the repo (`<dir>/build/go.mod` with a go.sum that
+    /// carries the upstream checksums, which the checksum database does not all serve).
+    GoModule {
+        dir: &'static str,
+        package: &'static str,
+        tags: &'static str,
+        ldflags: String,
+    },
+    /// A Debian package.
+    Apt { package: &'static str },
+}
+
+fn backends(ctx: &Ctx) -> Result<Vec<Backend>> {
+    let root = ctx.root.display().to_string();
+    let data = ctx.state.join("data");
+    let data = data.display();
+    let otel = ctx.version("OTELCOL_VERSION")?.to_owned();
+    let jaeger = ctx.version("JAEGER_MODULE_VERSION")?;
+    let loki = ctx.version("LOKI_VERSION")?;
+    Ok(vec![
+        Backend {
+            name: "jaeger",
+            binary: ctx
+                .cache
+                .join(format!("jaeger-{}", jaeger.trim_start_matches('v')))
+                .join("jaeger"),
+            args: vec![format!("--config={root}/jaeger/config.yaml")],
+            health: "http://127.0.0.1:13134/status",
+            url: "http://127.0.0.1:16686",
+            install: Install::GoModule {
+                dir: "jaeger",
+                package: "github.com/jaegertracing/jaeger/cmd/jaeger",
+                tags: "",
+                ldflags: format!(
+                    "-X github.com/jaegertracing/jaeger/internal/version.latestVersion=v{}",
+                    ctx.version("JAEGER_VERSION")?
+                ),
+            },
+        },
+        Backend {
+            name: "loki",
+            binary: ctx.cache.join(format!("loki-{loki}")).join("loki"),
+            args: vec![
+                format!("-config.file={root}/loki/config.yaml"),
+                "-config.expand-env=true".into(),
+            ],
+            health: "http://127.0.0.1:3100/ready",
+            url: "http://127.0.0.1:3100",
+            install: Install::GoModule {
+                dir: "loki",
+                package: "github.com/grafana/loki/v3/cmd/loki",
+                tags: "netgo",
+                ldflags: format!("-X github.com/grafana/loki/v3/pkg/util/build.Version={loki}"),
+            },
+        },
+        Backend {
+            name: "prometheus",
+            binary: PathBuf::from("/usr/bin/prometheus"),
+            args: vec![
+                format!("--config.file={root}/prometheus/prometheus.yml"),
+                format!("--storage.tsdb.path={data}/prometheus"),
+                "--web.listen-address=127.0.0.1:9090".into(),
+                "--enable-feature=exemplar-storage".into(),
+                "--web.enable-lifecycle".into(),
+            ],
+            health: "http://127.0.0.1:9090/-/ready",
+            url: "http://127.0.0.1:9090",
+            install: Install::Apt {
+                package: "prometheus",
+            },
+        },
+        Backend {
+            name: "alertmanager",
+            binary: PathBuf::from("/usr/bin/prometheus-alertmanager"),
+            args: vec![
+                format!("--config.file={root}/alertmanager/alertmanager.yml"),
+                format!("--storage.path={data}/alertmanager"),
+                "--web.listen-address=127.0.0.1:9093".into(),
+                "--cluster.listen-address=".into(),
+            ],
+            health: "http://127.0.0.1:9093/-/ready",
+            url: "http://127.0.0.1:9093",
+            install: Install::Apt {
+                package: "prometheus-alertmanager",
+            },
+        },
+        Backend {
+            name: "otel-collector",
+            binary: ctx
+                .cache
+                .join(format!("otelcol-{otel}"))
+                .join("otelcol-inv"),
+            args: vec![format!("--config={root}/otel-collector/config.yaml")],
+            health: "http://127.0.0.1:13133/",
+            url: "http://127.0.0.1:4317 (OTLP gRPC), :4318 (HTTP), :8889 (Prometheus exporter)",
+            install: Install::Collector { version: otel },
+        },
+    ])
+}
+
+fn run(cmd: &mut Command, what: &str) -> Result<()> {
+    eprintln!("xtask: {what}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run: {what}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+fn have(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// Free space in GiB on the file system holding `dir` (or its nearest existing parent).
+fn free_gib(dir: &Path) -> Option<u64> {
+    let existing = dir.ancestors().find(|d| d.exists())?;
+    let out = Command::new("df").arg("-Pk").arg(existing).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let kib: u64 = text
+        .lines()
+        .nth(1)?
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()?;
+    Some(kib / 1024 / 1024)
+}
+
+pub(crate) fn install(ctx: &Ctx) -> Result<()> {
+    for b in backends(ctx)? {
+        if b.binary.exists() {
+            eprintln!("xtask: {} is installed: {}", b.name, b.binary.display());
+            continue;
+        }
+        let started = Instant::now();
+        match &b.install {
+            Install::Apt { package } => install_apt(package)?,
+            Install::Collector { version } => build_collector(ctx, &b, version)?,
+            Install::GoModule {
+                dir,
+                package,
+                tags,
+                ldflags,
+            } => build_go_module(ctx, &b, dir, package, tags, ldflags)?,
+        }
+        if !b.binary.exists() {
+            bail!(
+                "installing {} did not produce {}",
+                b.name,
+                b.binary.display()
+            );
+        }
+        eprintln!("xtask: {} installed in {:.0?}", b.name, started.elapsed());
+    }
+    Ok(())
+}
+
+fn need_go(ctx: &Ctx, what: &str) -> Result<()> {
+    if !have("go") {
+        bail!(
+            "building {what} needs Go (1.24 or newer): install it from https://go.dev/dl/ or your package manager (Debian: golang), then run `cargo xtask stack install` again"
+        );
+    }
+    if let Some(gib) = free_gib(&ctx.cache).filter(|gib| *gib < 10) {
+        bail!(
+            "building {what} needs about 10 GiB of free disk for Go's module and build caches; {} has {gib} GiB",
+            ctx.cache.display()
+        );
+    }
+    Ok(())
+}
+
+fn build_collector(ctx: &Ctx, b: &Backend, version: &str) -> Result<()> {
+    need_go(ctx, "the OpenTelemetry Collector")?;
+    let manifest = ctx.root.join("otel-collector/builder-config.yaml");
+    let text = fs::read_to_string(&manifest)?;
+    if !text.contains(&format!("version: {version}")) {
+        bail!(
+            "{} does not build version {version} (compose/.env): keep them in step",
+            manifest.display()
+        );
+    }
+    let dir = b.binary.parent().context("collector dir")?;
+    fs::create_dir_all(dir)?;
+    run(
+        Command::new("go")
+            .args(["install", "-trimpath", "-ldflags=-s -w"])
+            .arg(format!(
+                "go.opentelemetry.io/collector/cmd/builder@v{version}"
+            ))
+            .env("GOBIN", dir.join("bin"))
+            .env("CGO_ENABLED", "0"),
+        &format!("go install the Collector Builder v{version}"),
+    )?;
+    run(
+        Command::new(dir.join("bin/builder"))
+            .arg(format!("--config={}", manifest.display()))
+            .arg("--ldflags=-s -w")
+            .current_dir(dir)
+            .env("CGO_ENABLED", "0")
+            .env("GOFLAGS", "-trimpath"),
+        "build the collector with the Collector Builder (several minutes on a cold cache)",
+    )?;
+    fs::copy(dir.join("build/otelcol-inv"), &b.binary)?;
+    Ok(())
+}
+
+fn build_go_module(
+    ctx: &Ctx,
+    b: &Backend,
+    dir: &str,
+    package: &str,
+    tags: &str,
+    ldflags: &str,
+) -> Result<()> {
+    need_go(ctx, b.name)?;
+    let out = b.binary.parent().context("backend dir")?;
+    let src = out.join("src");
+    fs::create_dir_all(&src)?;
+    for file in ["go.mod", "go.sum"] {
+        fs::copy(ctx.root.join(dir).join("build").join(file), src.join(file))?;
+    }
+    let mut cmd = Command::new("go");
+    cmd.args(["build", "-mod=mod", "-trimpath"])
+        .arg(format!("-ldflags=-s -w {ldflags}"));
+    if !tags.is_empty() {
+        cmd.args(["-tags", tags]);
+    }
+    cmd.arg("-o")
+        .arg(&b.binary)
+        .arg(package)
+        .current_dir(&src)
+        .env("CGO_ENABLED", "0");
+    run(
+        &mut cmd,
+        &format!("go build {package} (several minutes on a cold cache)"),
+    )
+}
+
+fn install_apt(package: &str) -> Result<()> {
+    if !have("apt-get") {
+        bail!(
+            "{package} comes from Debian's packages, and apt-get is not available here: install Prometheus 2.42+ and Alertmanager 0.25+ so that /usr/bin/prometheus and /usr/bin/prometheus-alertmanager exist"
+        );
+    }
+    run(
+        Command::new("apt-get").arg("update").arg("-q"),
+        "apt-get update",
+    )?;
+    run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends", package])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        &format!("apt-get install {package} (needs root)"),
+    )?;
+    // The package may start its own service on the same port; the stack runs its own process.
+    let _ = Command::new("service")
+        .args([package, "stop"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    Ok(())
+}
+
+fn read_pid(ctx: &Ctx, b: &Backend) -> Option<u32> {
+    let pid: u32 = fs::read_to_string(ctx.pid_file(b.name))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    // Only a live process running this backend's binary counts (pids are reused).
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let argv0 = cmdline.split(|c| *c == 0).next()?;
+    (Path::new(&*String::from_utf8_lossy(argv0)) == b.binary).then_some(pid)
+}
+
+fn healthy(b: &Backend) -> bool {
+    http::get(b.health).is_ok_and(|(status, _)| status == 200)
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+pub(crate) fn up(ctx: &Ctx) -> Result<()> {
+    install(ctx)?;
+    for sub in ["pids", "logs", "data"] {
+        fs::create_dir_all(ctx.state.join(sub))?;
+    }
+    let mut started = Vec::new();
+    let result = (|| -> Result<()> {
+        for b in backends(ctx)? {
+            if read_pid(ctx, &b).is_some() {
+                eprintln!("xtask: {} is already running", b.name);
+                continue;
+            }
+            if healthy(&b) {
+                bail!(
+                    "{} answers at {} but was not started by this stack: stop it first",
+                    b.name,
+                    b.health
+                );
+            }
+            let log = fs::File::create(ctx.log_file(b.name))?;
+            let child = Command::new(&b.binary)
+                .args(&b.args)
+                .current_dir(&ctx.root)
+                .env("INV_BIND_HOST", "127.0.0.1")
+                .env("INV_STATE_DIR", ctx.state.join("data"))
+                .env("GOMEMLIMIT", "410MiB")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+                .with_context(|| format!("cannot start {}", b.binary.display()))?;
+            fs::write(ctx.pid_file(b.name), child.id().to_string())?;
+            started.push(b.name);
+        }
+        // Loki is ready only after its ingester settles: give the slowest one a minute.
+        let deadline = Duration::from_secs(90);
+        for b in backends(ctx)? {
+            let start = Instant::now();
+            while !healthy(&b) {
+                if read_pid(ctx, &b).is_none() {
+                    bail!(
+                        "{} exited while starting; the end of {}:\n{}",
+                        b.name,
+                        ctx.log_file(b.name).display(),
+                        tail(&ctx.log_file(b.name), 20)
+                    );
+                }
+                if start.elapsed() > deadline {
+                    bail!(
+                        "{} did not become ready at {} within {deadline:?}; the end of {}:\n{}",
+                        b.name,
+                        b.health,
+                        ctx.log_file(b.name).display(),
+                        tail(&ctx.log_file(b.name), 20)
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            eprintln!("xtask: {:<15} up  {}", b.name, b.url);
+        }
+        Ok(())
+    })();
+    if result.is_err() && !started.is_empty() {
+        eprintln!(
+            "xtask: stopping what this attempt started: {}",
+            started.join(", ")
+        );
+        let _ = down(ctx);
+    }
+    result
+}
+
+pub(crate) fn down(ctx: &Ctx) -> Result<()> {
+    for b in backends(ctx)?.iter().rev() {
+        let Some(pid) = read_pid(ctx, b) else {
+            let _ = fs::remove_file(ctx.pid_file(b.name));
+            continue;
+        };
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+        let start = Instant::now();
+        while Path::new(&format!("/proc/{pid}")).exists()
+            && start.elapsed() < Duration::from_secs(15)
+        {
+            // A stopped child of ours stays a zombie until reaped; that counts as stopped.
+            if fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z ")) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if read_pid(ctx, b).is_some_and(|p| p == pid)
+            && !fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+        {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+        let _ = fs::remove_file(ctx.pid_file(b.name));
+        eprintln!("xtask: {} stopped (pid {pid})", b.name);
+    }
+    Ok(())
+}
+
+pub(crate) fn status(ctx: &Ctx) -> Result<bool> {
+    let mut all_up = true;
+    for b in backends(ctx)? {
+        let state = match (read_pid(ctx, &b), healthy(&b)) {
+            (Some(pid), true) => format!("up (pid {pid})"),
+            (Some(pid), false) => format!("starting or unhealthy (pid {pid})"),
+            (None, true) => "up, but not started by this stack".into(),
+            (None, false) => "down".into(),
+        };
+        all_up &= state.starts_with("up");
+        println!("{:<15} {:<34} {}", b.name, state, b.url);
+    }
+    Ok(all_up)
+}
+
+pub(crate) fn logs(ctx: &Ctx) -> Result<()> {
+    for b in backends(ctx)? {
+        println!("{:<15} {}", b.name, ctx.log_file(b.name).display());
+    }
+    Ok(())
+}
