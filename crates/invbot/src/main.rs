@@ -258,7 +258,11 @@ async fn run_command(args: RunArgs) -> Result<ExitCode> {
     config
         .console_filter
         .get_or_insert_with(|| "warn,invbot::client=error".into());
-    let endpoint = config.traces_endpoint.clone();
+    let exported_to = if config.sdk_disabled {
+        None
+    } else {
+        Some(config.traces_endpoint.clone())
+    };
     let api_url_for_readyz: Arc<OnceLock<String>> = Arc::default();
     let readyz_url = api_url_for_readyz.clone();
     let guard = telemetry::Telemetry::builder(config)
@@ -287,7 +291,10 @@ async fn run_command(args: RunArgs) -> Result<ExitCode> {
     .await;
     let report = guard.shutdown();
     let mut summary = outcome?;
-    summary.telemetry = Some(format!("exported to {endpoint}: {report}"));
+    summary.telemetry = Some(match exported_to {
+        Some(endpoint) => format!("exported to {endpoint}: {report}"),
+        None => "off (OTEL_SDK_DISABLED)".to_owned(),
+    });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
