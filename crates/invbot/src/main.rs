@@ -300,7 +300,12 @@ async fn run_command(args: RunArgs) -> Result<ExitCode> {
     } else {
         print!("{}", summary.render());
     }
-    debug_assert!(summary.counts_add_up());
+    if !summary.counts_add_up() {
+        anyhow::bail!(
+            "internal error: rows read ({}) != applied + failed + rejected",
+            summary.rows_read
+        );
+    }
     Ok(if summary.is_clean() {
         ExitCode::SUCCESS
     } else {

@@ -135,6 +135,7 @@ pub async fn run(
             .build(),
     )));
     let rows_read = parsed.rows();
+    let rejected = parsed.rejected.len();
     tracing::info!(event = event::RUN_START, run_id = %opts.run_id, input = %opts.input_label,
         rows = rows_read, rejected = parsed.rejected.len(), "run started");
 
@@ -222,7 +223,7 @@ pub async fn run(
         applied,
         replayed,
         failed,
-        rejected: rows_read - applied - failed,
+        rejected,
         retries,
         failures_by_reason: failures,
         rejects_file,

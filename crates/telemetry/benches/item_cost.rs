@@ -23,16 +23,20 @@ struct Instruments {
 
 type Work = fn(&Instruments, u64);
 
-#[inline(never)]
-fn item(m: &Instruments, i: u64) {
-    let span = tracing::info_span!(
+fn item_span(i: u64) -> tracing::Span {
+    tracing::info_span!(
         "item",
         sku = "SKU-00042",
         warehouse_id = "WH-07",
         operation = "ship",
         quantity = 5_i64,
         attempt = i as i64,
-    );
+    )
+}
+
+#[inline(never)]
+fn item(m: &Instruments, i: u64) {
+    let span = item_span(i);
     let _entered = span.enter();
     events(m, i);
     metrics(m, i);
@@ -41,15 +45,7 @@ fn item(m: &Instruments, i: u64) {
 // The item's parts, measured alone to show where the cost is.
 #[inline(never)]
 fn span_only(_: &Instruments, i: u64) {
-    let span = tracing::info_span!(
-        "item",
-        sku = "SKU-00042",
-        warehouse_id = "WH-07",
-        operation = "ship",
-        quantity = 5_i64,
-        attempt = i as i64,
-    );
-    let _entered = span.enter();
+    let _entered = item_span(i).entered();
 }
 
 #[inline(never)]
