@@ -5,9 +5,11 @@
 // Why v5.5.1: v5.7.0 needs go 1.26.10 (newer than the local toolchain, GOTOOLCHAIN=local) and
 // v5.6.0 needs github.com/DefangLabs/secret-detector@v0.0.0-20260916192156-3e28d7ed64df, which the
 // module proxy here refuses (403); v5.5.1 (go 1.26.3) resolves completely.
-// Build:
-//   cd compose/build && CGO_ENABLED=0 go build -mod=readonly -trimpath -ldflags="-s -w" \
+// Made with `go get -tool github.com/docker/compose/v5/cmd@v5.5.1` (+ `go mod tidy`). Build:
+//   cd compose/build && CGO_ENABLED=0 go build -mod=readonly -trimpath \
+//     -ldflags="-s -w -X github.com/docker/compose/v5/internal.Version=v5.5.1" \
 //     -o ~/.cache/inventory-pipeline/docker-compose-v5.5.1/docker-compose github.com/docker/compose/v5/cmd
+// Check: GF_SECURITY_ADMIN_PASSWORD=x docker-compose -f compose/docker-compose.yml config --quiet
 module local/composebuild
 
 go 1.26.3

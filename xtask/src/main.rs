@@ -13,7 +13,7 @@ const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   ci              what CI runs: cargo fmt --check, clippy -D warnings, the workspace tests
-                  (--locked), then the smoke step
+                  (--locked), then compose-check and the smoke step
   stack install   build or install the backends once, into ~/.cache/inventory-pipeline
                   ($INV_STACK_CACHE), keyed by version (compose/.env)
   stack up        start them on 127.0.0.1, data under .stack/ ($INV_STACK_STATE); returns when
@@ -22,7 +22,9 @@ tasks:
   stack logs      where each backend's log is
   stack down      stop the processes `stack up` started
   smoke           stack up, one bot run exporting to the collector, check Jaeger, Loki and
-                  Prometheus over their APIs, stack down";
+                  Prometheus over their APIs, stack down
+  compose-check   validate compose/docker-compose.yml with Docker Compose's `config` (built
+                  by stack install; needs no Docker engine)";
 
 fn main() {
     if let Err(e) = run() {
@@ -38,6 +40,11 @@ fn run() -> Result<()> {
         Some("ci") => ci(),
         Some("stack") => stack_task(args.first().map(String::as_str)),
         Some("smoke") => smoke::smoke(&root(), &stack::Ctx::new(&root())?),
+        Some("compose-check") => {
+            let ctx = stack::Ctx::new(&root())?;
+            stack::install(&ctx)?;
+            stack::compose_check(&ctx)
+        }
         Some("-h" | "--help") => {
             println!("{USAGE}");
             Ok(())
@@ -108,7 +115,10 @@ fn ci() -> Result<()> {
         "warnings",
     ])?;
     cargo(&["test", "--workspace", "--locked"])?;
-    smoke::smoke(&root(), &stack::Ctx::new(&root())?)?;
+    let ctx = stack::Ctx::new(&root())?;
+    stack::install(&ctx)?;
+    stack::compose_check(&ctx)?;
+    smoke::smoke(&root(), &ctx)?;
     eprintln!("xtask: ci passed");
     Ok(())
 }

@@ -221,8 +221,67 @@ fn free_gib(dir: &Path) -> Option<u64> {
     Some(kib / 1024 / 1024)
 }
 
+/// Docker Compose, built to validate compose/docker-compose.yml (`config` needs no engine).
+fn compose_tool(ctx: &Ctx) -> Result<Backend> {
+    let version = ctx.version("COMPOSE_VERSION")?;
+    Ok(Backend {
+        name: "docker-compose",
+        binary: ctx
+            .cache
+            .join(format!("docker-compose-{version}"))
+            .join("docker-compose"),
+        args: Vec::new(),
+        health: "",
+        url: "",
+        install: Install::GoModule {
+            dir: "compose",
+            package: "github.com/docker/compose/v5/cmd",
+            tags: "",
+            ldflags: format!("-X github.com/docker/compose/v5/internal.Version={version}"),
+        },
+    })
+}
+
+/// Validates the compose file with a real compose implementation, and checks that it refuses to
+/// run without an admin password for Grafana (no default credentials).
+pub(crate) fn compose_check(ctx: &Ctx) -> Result<()> {
+    let tool = compose_tool(ctx)?;
+    let file = ctx.root.join("compose/docker-compose.yml");
+    let config = |password: Option<&str>| {
+        let mut cmd = Command::new(&tool.binary);
+        cmd.arg("-f").arg(&file).args(["config", "--quiet"]);
+        match password {
+            Some(p) => cmd.env("GF_SECURITY_ADMIN_PASSWORD", p),
+            None => cmd.env_remove("GF_SECURITY_ADMIN_PASSWORD"),
+        };
+        cmd.output()
+            .with_context(|| format!("cannot run {}", tool.binary.display()))
+    };
+    let out = config(Some("compose-check"))?;
+    if !out.status.success() {
+        bail!(
+            "{} is not a valid compose file:\n{}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = config(None)?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() || !err.contains("GF_SECURITY_ADMIN_PASSWORD") {
+        bail!(
+            "compose must refuse to run without GF_SECURITY_ADMIN_PASSWORD (no default credentials); it said: {err}"
+        );
+    }
+    eprintln!(
+        "xtask: compose file valid (docker-compose config), and refused without a Grafana password"
+    );
+    Ok(())
+}
+
 pub(crate) fn install(ctx: &Ctx) -> Result<()> {
-    for b in backends(ctx)? {
+    let mut all = backends(ctx)?;
+    all.push(compose_tool(ctx)?);
+    for b in all {
         if b.binary.exists() {
             eprintln!("xtask: {} is installed: {}", b.name, b.binary.display());
             continue;
