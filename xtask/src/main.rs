@@ -1,5 +1,6 @@
 //! The project's developer entry point: `cargo xtask <task>`, run from anywhere in the workspace.
 
+mod alerts;
 mod http;
 mod smoke;
 mod stack;
@@ -13,7 +14,7 @@ const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   ci              what CI runs: cargo fmt --check, clippy -D warnings, the workspace tests
-                  (--locked), then compose-check and the smoke step
+                  (--locked), then compose-check, alerts-check and the smoke step
   stack install   build or install the backends once, into ~/.cache/inventory-pipeline
                   ($INV_STACK_CACHE), keyed by version (compose/.env)
   stack up        start them on 127.0.0.1, data under .stack/ ($INV_STACK_STATE); returns when
@@ -23,6 +24,8 @@ tasks:
   stack down      stop the processes `stack up` started
   smoke           stack up, one bot run exporting to the collector, check Jaeger, Loki and
                   Prometheus over their APIs, stack down
+  alerts-check    promtool check/test the alert rules, amtool check the Alertmanager config
+                  and its routing
   compose-check   validate compose/docker-compose.yml with Docker Compose's `config` (built
                   by stack install; needs no Docker engine)";
 
@@ -40,6 +43,7 @@ fn run() -> Result<()> {
         Some("ci") => ci(),
         Some("stack") => stack_task(args.first().map(String::as_str)),
         Some("smoke") => smoke::smoke(&root(), &stack::Ctx::new(&root())?),
+        Some("alerts-check") => alerts::alerts_check(&root()),
         Some("compose-check") => {
             let ctx = stack::Ctx::new(&root())?;
             stack::install(&ctx)?;
@@ -118,6 +122,7 @@ fn ci() -> Result<()> {
     let ctx = stack::Ctx::new(&root())?;
     stack::install(&ctx)?;
     stack::compose_check(&ctx)?;
+    alerts::alerts_check(&root())?;
     smoke::smoke(&root(), &ctx)?;
     eprintln!("xtask: ci passed");
     Ok(())
