@@ -136,6 +136,25 @@ fn checks(root: &Path, ctx: &Ctx) -> Result<()> {
         .with_context(|| format!("Prometheus: {query}"))?;
         eprintln!("xtask: smoke: Prometheus has {series} series for {query}");
     }
+    // The same proof through the user's tool.
+    let out = Command::new(target.join("debug/invbot"))
+        .args(["verify", "--trace-id", &trace_id, "--timeout-secs", "60"])
+        .output()
+        .context("cannot run invbot verify")?;
+    if !out.status.success() {
+        bail!(
+            "invbot verify --trace-id {trace_id} found pillars missing:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    eprintln!(
+        "xtask: smoke: invbot verify: {}",
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or_default()
+    );
     eprintln!("xtask: smoke passed");
     Ok(())
 }

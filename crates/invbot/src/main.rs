@@ -20,8 +20,12 @@ use telemetry::names::service;
 
 /// Exit status when the run finished but some rows failed or were rejected.
 const EXIT_INCOMPLETE: u8 = 3;
+/// Exit status of `verify` when a pillar lacks what it should have.
+const EXIT_MISSING: u8 = 4;
 /// Exit status for bad usage: bad flags, a missing or unreadable input (sysexits EX_USAGE).
 const EXIT_USAGE: u8 = 64;
+/// Where `run` leaves the id of the last run, for `verify` without arguments.
+const LAST_RUN_FILE: &str = "last-run";
 
 #[derive(Debug, Parser)]
 #[command(name = "invbot", version, about = "The instrumented inventory bot")]
@@ -36,6 +40,9 @@ enum Command {
     Run(Box<RunArgs>),
     /// Write synthetic input (CSV, or JSON lines with --format jsonl).
     Generate(GenerateArgs),
+    /// Check that a run's traces, logs and metrics reached Jaeger, Loki and Prometheus, and
+    /// name what is missing.
+    Verify(VerifyArgs),
     /// Run the inventory API in this process (what `run` starts as its second service).
     #[command(hide = true)]
     ServeApi {
@@ -148,6 +155,44 @@ struct GenerateArgs {
     output: Option<PathBuf>,
 }
 
+#[derive(Debug, Args)]
+struct VerifyArgs {
+    /// One batch's trace id (32 hex digits, from the run summary).
+    #[arg(long, conflicts_with = "run_id", value_parser = parse_trace_id)]
+    trace_id: Option<verify::TraceId>,
+    /// A run id (from the run summary): every batch trace of that run. Default: the last run
+    /// started from --state-dir.
+    #[arg(long)]
+    run_id: Option<String>,
+    /// Where `invbot run` recorded the last run id.
+    #[arg(long, env = "INV_STATE_DIR", default_value = ".invbot")]
+    state_dir: PathBuf,
+    /// How long to keep polling the backends (they store asynchronously), in seconds.
+    #[arg(long, default_value_t = 60)]
+    timeout_secs: u64,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Jaeger query API.
+    #[arg(long, env = "INV_JAEGER_URL", default_value = "http://127.0.0.1:16686")]
+    jaeger_url: String,
+    /// Loki HTTP API.
+    #[arg(long, env = "INV_LOKI_URL", default_value = "http://127.0.0.1:3100")]
+    loki_url: String,
+    /// Prometheus HTTP API.
+    #[arg(
+        long,
+        env = "INV_PROMETHEUS_URL",
+        default_value = "http://127.0.0.1:9090"
+    )]
+    prometheus_url: String,
+}
+
+fn parse_trace_id(s: &str) -> Result<verify::TraceId, String> {
+    s.parse()
+        .map_err(|e: verify::ParseTargetError| e.to_string())
+}
+
 fn share(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
@@ -171,11 +216,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::ServeApi { args } => return inventory_api::cli::main_from(args),
         Command::Generate(args) => run_generate(&args).map(|()| ExitCode::SUCCESS),
-        Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("cannot start the async runtime")
-            .and_then(|rt| rt.block_on(run_command(*args))),
+        Command::Run(args) => runtime().and_then(|rt| rt.block_on(run_command(*args))),
+        Command::Verify(args) => runtime().and_then(|rt| rt.block_on(verify_command(args))),
     };
     result.unwrap_or_else(|e| {
         eprintln!("invbot: {e:#}");
@@ -184,6 +226,49 @@ fn main() -> ExitCode {
         } else {
             ExitCode::FAILURE
         }
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+async fn verify_command(args: VerifyArgs) -> Result<ExitCode> {
+    let target = match (args.trace_id, args.run_id) {
+        (Some(trace), _) => verify::Target::Trace(trace),
+        (None, Some(run)) => run
+            .parse()
+            .map_err(|e: verify::ParseTargetError| UsageError(e.to_string()))?,
+        (None, None) => {
+            let file = args.state_dir.join(LAST_RUN_FILE);
+            let run = std::fs::read_to_string(&file).map_err(|e| {
+                UsageError(format!(
+                    "no --trace-id or --run-id, and no last run recorded in {}: {e}",
+                    file.display()
+                ))
+            })?;
+            verify::Target::Run(run.trim().to_owned())
+        }
+    };
+    let endpoints = verify::Endpoints {
+        jaeger: args.jaeger_url,
+        loki: args.loki_url,
+        prometheus: args.prometheus_url,
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(args.timeout_secs);
+    let report = verify::verify(&target, &endpoints, deadline).await;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+    Ok(if report.is_complete() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_MISSING)
     })
 }
 
@@ -279,6 +364,9 @@ async fn run_command(args: RunArgs) -> Result<ExitCode> {
         })
         .init()?;
 
+    // Best effort: `invbot verify` without arguments checks this run.
+    let _ = std::fs::create_dir_all(&args.state_dir)
+        .and_then(|()| std::fs::write(args.state_dir.join(LAST_RUN_FILE), &run_id));
     let outcome = run_with_api(
         &args,
         parsed,

@@ -130,3 +130,64 @@ fn generate_is_reproducible_and_writes_the_header() {
         assert!(v["sku"].as_str().unwrap().starts_with("SKU-"));
     }
 }
+
+#[test]
+fn verify_needs_a_valid_target() {
+    let out = invbot()
+        .args(["verify", "--trace-id", "xyz"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        stderr(&out).contains("is not a trace id"),
+        "{}",
+        stderr(&out)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = invbot()
+        .arg("verify")
+        .arg("--state-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        stderr(&out).contains("no last run recorded"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn verify_names_every_missing_pillar_when_no_backend_answers() {
+    // Nothing listens on these ports: every pillar is reported missing, and the exit status says so.
+    let closed = || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let out = invbot()
+        .args([
+            "verify",
+            "--trace-id",
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+            "--timeout-secs",
+            "1",
+        ])
+        .args([
+            "--jaeger-url",
+            &closed(),
+            "--loki-url",
+            &closed(),
+            "--prometheus-url",
+            &closed(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("traces:") && report.contains("Jaeger"),
+        "{report}"
+    );
+}

@@ -1,0 +1,312 @@
+//! The traces pillar, from Jaeger's query API: the trace by id (`/api/traces/{id}`), or a run's
+//! traces by the `run_id` attribute of their `batch` spans (`/api/traces?service=invbot&tags=..`).
+//! Judges the trace's shape (services, names and parent links), never its ids.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use telemetry::names::{service, span};
+
+use crate::http::Http;
+use crate::report::{add_counts, counts};
+use crate::{Backend, Pillar, QueryError, Scope, Target};
+
+/// The span attribute that ties a batch trace to its run.
+const RUN_ID_TAG: &str = "run_id";
+/// Most traces a run search returns; a run of the built-in sample has about 50 batches.
+const RUN_TRACE_LIMIT: usize = 1000;
+
+/// Client of Jaeger's query HTTP API.
+#[derive(Debug, Clone)]
+pub struct Jaeger {
+    http: Http,
+}
+
+impl Jaeger {
+    pub fn new(base: &str) -> Self {
+        Self {
+            http: Http::new(base),
+        }
+    }
+
+    async fn traces(&self, scope: &Scope) -> Result<Vec<Trace>, QueryError> {
+        let found: Option<Response> = match scope.target() {
+            Target::Trace(id) => self.http.find(&format!("/api/traces/{id}"), &[]).await?,
+            Target::Run(run_id) => {
+                let window = scope.window();
+                let tags = serde_json::json!({ RUN_ID_TAG: run_id }).to_string();
+                // `lookback` is only the UI's: the API takes start and end, in microseconds.
+                let query = [
+                    ("service", service::BOT.to_owned()),
+                    ("tags", tags),
+                    ("start", window.start.as_micros().to_string()),
+                    ("end", window.end.as_micros().to_string()),
+                    ("limit", RUN_TRACE_LIMIT.to_string()),
+                ];
+                self.http.find("/api/traces", &query).await?
+            }
+        };
+        Ok(found.and_then(|r| r.data).unwrap_or_default())
+    }
+}
+
+impl Backend for Jaeger {
+    type Report = TracesReport;
+
+    async fn check(&self, scope: &Scope) -> Result<TracesReport, QueryError> {
+        let traces = self.traces(scope).await?;
+        Ok(TracesReport {
+            target: scope.target().clone(),
+            traces: traces.iter().map(TraceSummary::new).collect(),
+        })
+    }
+}
+
+/// The traces pillar: each trace Jaeger has for the target.
+#[derive(Debug, Clone, Serialize)]
+pub struct TracesReport {
+    pub target: Target,
+    pub traces: Vec<TraceSummary>,
+}
+
+/// The shape of one trace.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TraceSummary {
+    pub trace_id: String,
+    pub span_count: usize,
+    /// Spans per service.
+    pub services: BTreeMap<String, usize>,
+    /// Each service's `service.instance.id`s (process tags), which tie Prometheus series to it.
+    pub instances: BTreeMap<String, BTreeSet<String>>,
+    /// Spans per name.
+    pub span_names: BTreeMap<String, usize>,
+    /// Names of the spans without a parent: a whole batch trace has one, `batch`.
+    pub roots: Vec<String>,
+    /// Spans whose parent is not (or not yet) in Jaeger.
+    pub orphans: usize,
+    /// Spans whose parent is a span of another service: at least one when the trace context
+    /// crossed the HTTP hop from the bot to the API.
+    pub cross_service_links: usize,
+    /// Spans with status Error.
+    pub error_spans: usize,
+    /// Start of the first span and end of the last, in microseconds since the Unix epoch.
+    pub start_us: u64,
+    pub end_us: u64,
+}
+
+impl TraceSummary {
+    fn new(trace: &Trace) -> Self {
+        let service_of = |process_id: &str| {
+            trace
+                .processes
+                .get(process_id)
+                .map_or("", |p| p.service_name.as_str())
+        };
+        let by_id: HashMap<&str, &Span> = trace
+            .spans
+            .iter()
+            .map(|s| (s.span_id.as_str(), s))
+            .collect();
+        let mut summary = Self {
+            trace_id: trace.trace_id.clone(),
+            span_count: trace.spans.len(),
+            start_us: trace.spans.iter().map(|s| s.start_time).min().unwrap_or(0),
+            end_us: trace.spans.iter().map(Span::end).max().unwrap_or(0),
+            ..Self::default()
+        };
+        for s in &trace.spans {
+            let svc = service_of(&s.process_id);
+            *summary.services.entry(svc.to_owned()).or_default() += 1;
+            *summary
+                .span_names
+                .entry(s.operation_name.clone())
+                .or_default() += 1;
+            summary.error_spans += usize::from(s.is_error());
+            match s.parent().map(|p| by_id.get(p)) {
+                None => summary.roots.push(s.operation_name.clone()),
+                Some(None) => summary.orphans += 1,
+                Some(Some(parent)) => {
+                    summary.cross_service_links +=
+                        usize::from(service_of(&parent.process_id) != svc);
+                }
+            }
+        }
+        summary.roots.sort();
+        for process in trace.processes.values() {
+            if let Some(id) = process.instance_id() {
+                summary
+                    .instances
+                    .entry(process.service_name.clone())
+                    .or_default()
+                    .insert(id.to_owned());
+            }
+        }
+        summary
+    }
+
+    fn missing(&self, out: &mut Vec<String>) {
+        let id = &self.trace_id;
+        for svc in [service::BOT, service::API] {
+            if !self.services.contains_key(svc) {
+                out.push(format!("traces: trace {id} has no spans of {svc}"));
+            }
+        }
+        if self.cross_service_links == 0 {
+            out.push(format!(
+                "traces: trace {id} has no parent link across services (no span is the child of \
+                 another service's span)"
+            ));
+        }
+        if self.roots != [span::BATCH] {
+            out.push(format!(
+                "traces: trace {id} has root spans [{}], expected one `{}`",
+                self.roots.join(", "),
+                span::BATCH
+            ));
+        }
+        if self.orphans > 0 {
+            out.push(format!(
+                "traces: trace {id} has {} spans whose parent is not in Jaeger",
+                self.orphans
+            ));
+        }
+    }
+}
+
+impl Pillar for TracesReport {
+    const NAME: &'static str = "traces";
+    const BACKEND: &'static str = "Jaeger";
+
+    fn missing(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.traces.is_empty() {
+            out.push(match &self.target {
+                Target::Trace(id) => format!("traces: Jaeger has no trace {id}"),
+                Target::Run(run_id) => format!(
+                    "traces: Jaeger has no {} trace with {RUN_ID_TAG}={run_id}",
+                    service::BOT
+                ),
+            });
+        }
+        for trace in &self.traces {
+            trace.missing(&mut out);
+        }
+        out
+    }
+}
+
+/// All traces together: one line of counts, one of span names.
+impl fmt::Display for TracesReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.traces.is_empty() {
+            return f.write_str("no trace found");
+        }
+        let mut total = TraceSummary::default();
+        for t in &self.traces {
+            total.span_count += t.span_count;
+            total.cross_service_links += t.cross_service_links;
+            total.error_spans += t.error_spans;
+            add_counts(&mut total.services, &t.services);
+            add_counts(&mut total.span_names, &t.span_names);
+        }
+        writeln!(
+            f,
+            "{} trace(s), {} spans; services {}; {} parent links cross services; {} error spans",
+            self.traces.len(),
+            total.span_count,
+            counts(&total.services),
+            total.cross_service_links,
+            total.error_spans
+        )?;
+        write!(f, "span names: {}", counts(&total.span_names))
+    }
+}
+
+// Jaeger's answers: only the fields the checks read.
+
+#[derive(Debug, Deserialize)]
+struct Response {
+    /// `null` in the 404 answer for an unknown trace.
+    data: Option<Vec<Trace>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Trace {
+    #[serde(rename = "traceID")]
+    trace_id: String,
+    spans: Vec<Span>,
+    processes: HashMap<String, Process>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Span {
+    #[serde(rename = "spanID")]
+    span_id: String,
+    #[serde(rename = "operationName")]
+    operation_name: String,
+    #[serde(default)]
+    references: Vec<Reference>,
+    /// Microseconds since the Unix epoch.
+    #[serde(rename = "startTime")]
+    start_time: u64,
+    /// Microseconds.
+    duration: u64,
+    #[serde(default)]
+    tags: Vec<Tag>,
+    #[serde(rename = "processID")]
+    process_id: String,
+}
+
+impl Span {
+    fn end(&self) -> u64 {
+        self.start_time + self.duration
+    }
+
+    fn parent(&self) -> Option<&str> {
+        self.references
+            .iter()
+            .find(|r| r.ref_type == "CHILD_OF")
+            .map(|r| r.span_id.as_str())
+    }
+
+    /// Jaeger shows an OTel Error status as the tags `error=true` and `otel.status_code=ERROR`.
+    fn is_error(&self) -> bool {
+        self.tags.iter().any(|t| {
+            (t.key == "error" && t.value == true)
+                || (t.key == "otel.status_code" && t.value == "ERROR")
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Reference {
+    #[serde(rename = "refType")]
+    ref_type: String,
+    #[serde(rename = "spanID")]
+    span_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Process {
+    #[serde(rename = "serviceName")]
+    service_name: String,
+    #[serde(default)]
+    tags: Vec<Tag>,
+}
+
+impl Process {
+    fn instance_id(&self) -> Option<&str> {
+        self.tags
+            .iter()
+            .find(|t| t.key == "service.instance.id")
+            .and_then(|t| t.value.as_str())
+    }
+}
+
+/// A span or process tag; its value is a string, bool, integer or float by the tag's `type`.
+#[derive(Debug, Deserialize)]
+struct Tag {
+    key: String,
+    value: serde_json::Value,
+}
