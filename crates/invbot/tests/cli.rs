@@ -29,71 +29,52 @@ fn help_lists_the_commands() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("--api-fault-error-rate"));
 }
 
+/// Runs invbot with `args`; it must exit with the bad-usage status and say `needle`.
+fn assert_usage_error<S: AsRef<std::ffi::OsStr>>(args: &[S], needle: &str) {
+    let out = invbot().args(args).output().expect("run invbot");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(err.contains(needle), "{err}");
+}
+
 #[test]
 fn bad_flags_are_usage_errors() {
-    let out = invbot().args(["run", "--bogus"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    assert!(stderr(&out).contains("--bogus"), "{}", stderr(&out));
-
-    let out = invbot()
-        .args(["run", "--batch-size", "0"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    assert!(stderr(&out).contains("--batch-size"), "{}", stderr(&out));
-
-    let out = invbot()
-        .args(["generate", "--malformed", "2"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    assert!(
-        stderr(&out).contains("not a share between 0 and 1"),
-        "{}",
-        stderr(&out)
+    assert_usage_error(&["run", "--bogus"], "--bogus");
+    assert_usage_error(&["run", "--batch-size", "0"], "--batch-size");
+    assert_usage_error(
+        &["generate", "--malformed", "2"],
+        "not a share between 0 and 1",
     );
-
-    let out = invbot().arg("frobnicate").output().unwrap();
-    assert_eq!(out.status.code(), Some(64));
+    assert_usage_error(&["frobnicate"], "frobnicate");
+    assert_usage_error(
+        &["run", "--otlp-endpoint", "localhost:4317"],
+        "needs a scheme",
+    );
 }
 
 #[test]
 fn missing_or_unreadable_input_is_a_clear_usage_error() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope.csv");
-    let out = invbot()
-        .arg("run")
-        .arg("--input")
-        .arg(&missing)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    let err = stderr(&out);
-    assert!(
-        err.contains("cannot read input file") && err.contains("nope.csv"),
-        "{err}"
-    );
-
+    fn run(input: &std::path::Path) -> [&std::ffi::OsStr; 3] {
+        ["run".as_ref(), "--input".as_ref(), input.as_os_str()]
+    }
+    assert_usage_error(&run(&missing), "cannot read input file");
+    assert_usage_error(&run(&missing), "nope.csv");
     // A directory opens but cannot be read as a file.
-    let out = invbot()
-        .arg("run")
-        .arg("--input")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    assert!(
-        stderr(&out).contains("cannot read input file"),
-        "{}",
-        stderr(&out)
-    );
+    assert_usage_error(&run(dir.path()), "cannot read input file");
+}
 
-    let out = invbot()
-        .args(["run", "--otlp-endpoint", "localhost:4317"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    assert!(stderr(&out).contains("needs a scheme"), "{}", stderr(&out));
+#[test]
+fn verify_needs_a_valid_target() {
+    assert_usage_error(&["verify", "--trace-id", "xyz"], "is not a trace id");
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "verify".as_ref(),
+        "--state-dir".as_ref(),
+        dir.path().as_os_str(),
+    ];
+    assert_usage_error(&args, "no last run recorded");
 }
 
 #[test]
@@ -129,34 +110,6 @@ fn generate_is_reproducible_and_writes_the_header() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         assert!(v["sku"].as_str().unwrap().starts_with("SKU-"));
     }
-}
-
-#[test]
-fn verify_needs_a_valid_target() {
-    let out = invbot()
-        .args(["verify", "--trace-id", "xyz"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    assert!(
-        stderr(&out).contains("is not a trace id"),
-        "{}",
-        stderr(&out)
-    );
-
-    let dir = tempfile::tempdir().unwrap();
-    let out = invbot()
-        .arg("verify")
-        .arg("--state-dir")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    assert!(
-        stderr(&out).contains("no last run recorded"),
-        "{}",
-        stderr(&out)
-    );
 }
 
 #[test]
