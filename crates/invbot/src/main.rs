@@ -26,6 +26,9 @@ const EXIT_MISSING: u8 = 4;
 const EXIT_USAGE: u8 = 64;
 /// Where `run` leaves the id of the last run, for `verify` without arguments.
 const LAST_RUN_FILE: &str = "last-run";
+/// Where `run` leaves "<run id> <batches>" once it has finished, so `verify` knows how many batch
+/// traces to wait for.
+const LAST_RUN_BATCHES_FILE: &str = "last-run-batches";
 
 #[derive(Debug, Parser)]
 #[command(name = "invbot", version, about = "The instrumented inventory bot")]
@@ -229,6 +232,15 @@ fn main() -> ExitCode {
     })
 }
 
+/// Writes a report to stdout; a reader that went away (`| head`) is not an error.
+fn stdout(text: &str) -> Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -253,17 +265,36 @@ async fn verify_command(args: VerifyArgs) -> Result<ExitCode> {
             verify::Target::Run(run.trim().to_owned())
         }
     };
+    // A run recorded here also tells how many batch traces it made.
+    let expected = match &target {
+        verify::Target::Run(id) => {
+            std::fs::read_to_string(args.state_dir.join(LAST_RUN_BATCHES_FILE))
+                .ok()
+                .and_then(|text| {
+                    let (run, batches) = text.trim().split_once(' ')?;
+                    (run == id).then(|| batches.parse::<usize>().ok()).flatten()
+                })
+        }
+        verify::Target::Trace(_) => None,
+    };
     let endpoints = verify::Endpoints {
         jaeger: args.jaeger_url,
         loki: args.loki_url,
         prometheus: args.prometheus_url,
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(args.timeout_secs);
-    let report = verify::verify(&target, &endpoints, deadline).await;
+    let mut report = verify::verify(&target, &endpoints, deadline).await;
+    if let Some(expected) = expected {
+        while report.traces_found() < expected && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            report = verify::verify(&target, &endpoints, deadline).await;
+        }
+        report.expect_traces(expected);
+    }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        stdout(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
     } else {
-        print!("{report}");
+        stdout(&report.to_string())?;
     }
     Ok(if report.is_complete() {
         ExitCode::SUCCESS
@@ -379,14 +410,18 @@ async fn run_command(args: RunArgs) -> Result<ExitCode> {
     .await;
     let report = guard.shutdown();
     let mut summary = outcome?;
+    let _ = std::fs::write(
+        args.state_dir.join(LAST_RUN_BATCHES_FILE),
+        format!("{} {}", summary.run_id, summary.batches.len()),
+    );
     summary.telemetry = Some(match exported_to {
         Some(endpoint) => format!("exported to {endpoint}: {report}"),
         None => "off (OTEL_SDK_DISABLED)".to_owned(),
     });
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        stdout(&format!("{}\n", serde_json::to_string_pretty(&summary)?))?;
     } else {
-        print!("{}", summary.render());
+        stdout(&summary.render())?;
     }
     if !summary.counts_add_up() {
         anyhow::bail!(

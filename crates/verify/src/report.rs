@@ -47,6 +47,23 @@ impl Report {
     pub fn is_complete(&self) -> bool {
         self.missing.is_empty()
     }
+
+    /// How many traces Jaeger returned for the target.
+    pub fn traces_found(&self) -> usize {
+        self.traces.report.as_ref().map_or(0, |r| r.traces.len())
+    }
+
+    /// Holds a run to the number of batches its summary reported: Jaeger answers a run search
+    /// with whatever it has stored so far, which can be a part of the run.
+    pub fn expect_traces(&mut self, expected: usize) {
+        let found = self.traces_found();
+        if found < expected {
+            self.missing.push(format!(
+                "traces: Jaeger has {found} of the {expected} batch traces of {}",
+                self.target
+            ));
+        }
+    }
 }
 
 impl fmt::Display for Report {
