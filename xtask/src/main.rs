@@ -1,6 +1,7 @@
 //! The project's developer entry point: `cargo xtask <task>`, run from anywhere in the workspace.
 
 mod alerts;
+mod alerts_e2e;
 mod http;
 mod smoke;
 mod stack;
@@ -14,7 +15,7 @@ const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   ci              what CI runs: cargo fmt --check, clippy -D warnings, the workspace tests
-                  (--locked), then compose-check, alerts-check and the smoke step
+                  (--locked), then compose-check, alerts-check, smoke and alerts-e2e
   stack install   build or install the backends once, into ~/.cache/inventory-pipeline
                   ($INV_STACK_CACHE), keyed by version (compose/.env)
   stack up        start them on 127.0.0.1, data under .stack/ ($INV_STACK_STATE); returns when
@@ -26,6 +27,9 @@ tasks:
                   Prometheus over their APIs, stack down
   alerts-check    promtool check/test the alert rules, amtool check the Alertmanager config
                   and its routing
+  alerts-e2e      stack up, a bot run with half its calls failing: the error-rate alert must
+                  fire in Prometheus, reach Alertmanager and the webhook, and the bot's own
+                  alert events must be in Loki in failing traces; stack down
   compose-check   validate compose/docker-compose.yml with Docker Compose's `config` (built
                   by stack install; needs no Docker engine)";
 
@@ -44,6 +48,7 @@ fn run() -> Result<()> {
         Some("stack") => stack_task(args.first().map(String::as_str)),
         Some("smoke") => smoke::smoke(&root(), &stack::Ctx::new(&root())?),
         Some("alerts-check") => alerts::alerts_check(&root()),
+        Some("alerts-e2e") => alerts_e2e::alerts_e2e(&root(), &stack::Ctx::new(&root())?),
         Some("compose-check") => {
             let ctx = stack::Ctx::new(&root())?;
             stack::install(&ctx)?;
@@ -124,6 +129,7 @@ fn ci() -> Result<()> {
     stack::compose_check(&ctx)?;
     alerts::alerts_check(&root())?;
     smoke::smoke(&root(), &ctx)?;
+    alerts_e2e::alerts_e2e(&root(), &ctx)?;
     eprintln!("xtask: ci passed");
     Ok(())
 }

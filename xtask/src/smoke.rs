@@ -3,7 +3,7 @@
 //! spans of both services, its logs are in Loki carrying its trace_id, and the bot's series and
 //! the spanmetrics series are in Prometheus; stack down whatever happened.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -28,22 +28,31 @@ pub(crate) fn smoke(root: &Path, ctx: &Ctx) -> Result<()> {
     result
 }
 
-fn checks(root: &Path, ctx: &Ctx) -> Result<()> {
+/// A run of the bot exporting to the native collector, under a fresh environment name.
+pub(crate) struct BotRun {
+    pub(crate) invbot: PathBuf,
+    pub(crate) environment: String,
+    pub(crate) summary: Value,
+}
+
+/// Builds invbot and runs it (the built-in sample, its own API) with `extra` flags. The fresh
+/// `deployment.environment.name` keeps the checks to this run's data even when the stack kept
+/// data from earlier runs.
+pub(crate) fn run_bot(root: &Path, ctx: &Ctx, label: &str, extra: &[&str]) -> Result<BotRun> {
     crate::cargo(&["build", "--locked", "-p", "invbot"])?;
-    let target =
+    let target: PathBuf =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), Into::into);
-    let dir = ctx.state.join("smoke");
+    let invbot = target.join("debug/invbot");
+    let dir = ctx.state.join(label);
     std::fs::create_dir_all(&dir)?;
-    // A fresh environment name, so only this run's series can satisfy the checks below even
-    // when the stack kept data from earlier runs.
     let environment = format!(
-        "smoke-{}",
+        "{label}-{}",
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis())
     );
-    eprintln!("xtask: smoke: one batch run exporting to the collector");
-    let out = Command::new(target.join("debug/invbot"))
+    eprintln!("xtask: {label}: one bot run exporting to the collector");
+    let out = Command::new(&invbot)
         .args([
             "run",
             "--json",
@@ -51,12 +60,8 @@ fn checks(root: &Path, ctx: &Ctx) -> Result<()> {
             "--otlp-endpoint",
             "http://127.0.0.1:4317",
         ])
-        .args([
-            "--api-fault-error-rate",
-            "0.1",
-            "--environment",
-            &environment,
-        ])
+        .args(["--environment", &environment])
+        .args(extra)
         .env("INV_METRICS_ADDR", "off")
         .env("OTEL_METRIC_EXPORT_INTERVAL", "1000")
         .current_dir(&dir)
@@ -70,8 +75,20 @@ fn checks(root: &Path, ctx: &Ctx) -> Result<()> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let summary: Value =
-        serde_json::from_slice(&out.stdout).context("invbot printed no JSON summary")?;
+    let summary = serde_json::from_slice(&out.stdout).context("invbot printed no JSON summary")?;
+    Ok(BotRun {
+        invbot,
+        environment,
+        summary,
+    })
+}
+
+fn checks(root: &Path, ctx: &Ctx) -> Result<()> {
+    let BotRun {
+        invbot,
+        environment,
+        summary,
+    } = run_bot(root, ctx, "smoke", &["--api-fault-error-rate", "0.1"])?;
     let trace_id = summary["batches"][0]["trace_id"]
         .as_str()
         .context("the summary names no batch trace")?
@@ -137,7 +154,7 @@ fn checks(root: &Path, ctx: &Ctx) -> Result<()> {
         eprintln!("xtask: smoke: Prometheus has {series} series for {query}");
     }
     // The same proof through the user's tool.
-    let out = Command::new(target.join("debug/invbot"))
+    let out = Command::new(&invbot)
         .args(["verify", "--trace-id", &trace_id, "--timeout-secs", "60"])
         .output()
         .context("cannot run invbot verify")?;
