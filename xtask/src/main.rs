@@ -2,6 +2,7 @@
 
 mod alerts;
 mod alerts_e2e;
+mod e2e;
 mod http;
 mod smoke;
 mod stack;
@@ -15,7 +16,7 @@ const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   ci              what CI runs: cargo fmt --check, clippy -D warnings, the workspace tests
-                  (--locked), then compose-check, alerts-check, smoke and alerts-e2e
+                  (--locked), then compose-check, alerts-check, smoke, e2e and alerts-e2e
   stack install   build or install the backends once, into ~/.cache/inventory-pipeline
                   ($INV_STACK_CACHE), keyed by version (compose/.env)
   stack up        start them on 127.0.0.1, data under .stack/ ($INV_STACK_STATE); returns when
@@ -27,6 +28,9 @@ tasks:
                   Prometheus over their APIs, stack down
   alerts-check    promtool check/test the alert rules, amtool check the Alertmanager config
                   and its routing
+  e2e             stack up, a generated batch with fault injection, invbot verify on the run,
+                  then every Grafana dashboard, variable and datasource-link query against
+                  the live backends must return data; stack down
   alerts-e2e      stack up, a bot run with half its calls failing: the error-rate alert must
                   fire in Prometheus, reach Alertmanager and the webhook, and the bot's own
                   alert events must be in Loki in failing traces; stack down
@@ -48,6 +52,7 @@ fn run() -> Result<()> {
         Some("stack") => stack_task(args.first().map(String::as_str)),
         Some("smoke") => smoke::smoke(&root(), &stack::Ctx::new(&root())?),
         Some("alerts-check") => alerts::alerts_check(&root()),
+        Some("e2e") => e2e::e2e(&root(), &stack::Ctx::new(&root())?),
         Some("alerts-e2e") => alerts_e2e::alerts_e2e(&root(), &stack::Ctx::new(&root())?),
         Some("compose-check") => {
             let ctx = stack::Ctx::new(&root())?;
@@ -129,6 +134,7 @@ fn ci() -> Result<()> {
     stack::compose_check(&ctx)?;
     alerts::alerts_check(&root())?;
     smoke::smoke(&root(), &ctx)?;
+    e2e::e2e(&root(), &ctx)?;
     alerts_e2e::alerts_e2e(&root(), &ctx)?;
     eprintln!("xtask: ci passed");
     Ok(())

@@ -28,6 +28,13 @@ pub(crate) fn smoke(root: &Path, ctx: &Ctx) -> Result<()> {
     result
 }
 
+/// Where `cargo build -p invbot` puts the binary.
+pub(crate) fn invbot_path(root: &Path) -> PathBuf {
+    let target: PathBuf =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), Into::into);
+    target.join("debug/invbot")
+}
+
 /// A run of the bot exporting to the native collector, under a fresh environment name.
 pub(crate) struct BotRun {
     pub(crate) invbot: PathBuf,
@@ -40,9 +47,7 @@ pub(crate) struct BotRun {
 /// data from earlier runs.
 pub(crate) fn run_bot(root: &Path, ctx: &Ctx, label: &str, extra: &[&str]) -> Result<BotRun> {
     crate::cargo(&["build", "--locked", "-p", "invbot"])?;
-    let target: PathBuf =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), Into::into);
-    let invbot = target.join("debug/invbot");
+    let invbot = invbot_path(root);
     let dir = ctx.state.join(label);
     std::fs::create_dir_all(&dir)?;
     let environment = format!(

@@ -512,30 +512,45 @@ pub(crate) fn up(ctx: &Ctx) -> Result<()> {
 
 pub(crate) fn down(ctx: &Ctx) -> Result<()> {
     for b in backends(ctx)?.iter().rev() {
-        let Some(pid) = read_pid(ctx, b) else {
-            let _ = fs::remove_file(ctx.pid_file(b.name));
-            continue;
-        };
-        let _ = Command::new("kill").arg(pid.to_string()).status();
-        let start = Instant::now();
-        while Path::new(&format!("/proc/{pid}")).exists()
-            && start.elapsed() < Duration::from_secs(15)
-        {
-            // A stopped child of ours stays a zombie until reaped; that counts as stopped.
-            if fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z ")) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        if read_pid(ctx, b).is_some_and(|p| p == pid)
-            && !fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
-        {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-        }
-        let _ = fs::remove_file(ctx.pid_file(b.name));
-        eprintln!("xtask: {} stopped (pid {pid})", b.name);
+        stop(ctx, b);
     }
     Ok(())
+}
+
+/// Stops one backend that `up` started (the e2e step stops Loki to show a missing pillar).
+pub(crate) fn stop_one(ctx: &Ctx, name: &str) -> Result<()> {
+    let all = backends(ctx)?;
+    let b = all
+        .iter()
+        .find(|b| b.name == name)
+        .with_context(|| format!("no backend {name}"))?;
+    stop(ctx, b);
+    Ok(())
+}
+
+fn zombie(pid: u32) -> bool {
+    // A stopped child of ours stays a zombie until reaped; that counts as stopped.
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+}
+
+fn stop(ctx: &Ctx, b: &Backend) {
+    let Some(pid) = read_pid(ctx, b) else {
+        let _ = fs::remove_file(ctx.pid_file(b.name));
+        return;
+    };
+    let _ = Command::new("kill").arg(pid.to_string()).status();
+    let start = Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists()
+        && !zombie(pid)
+        && start.elapsed() < Duration::from_secs(15)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if read_pid(ctx, b).is_some_and(|p| p == pid) && !zombie(pid) {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+    let _ = fs::remove_file(ctx.pid_file(b.name));
+    eprintln!("xtask: {} stopped (pid {pid})", b.name);
 }
 
 pub(crate) fn status(ctx: &Ctx) -> Result<bool> {
