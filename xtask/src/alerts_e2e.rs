@@ -96,16 +96,9 @@ fn read_post(mut stream: TcpStream) -> Result<String> {
 }
 
 pub(crate) fn alerts_e2e(root: &std::path::Path, ctx: &Ctx) -> Result<()> {
-    stack::up(ctx)?;
-    let result = WebhookSink::start("127.0.0.1:9095").and_then(|sink| checks(root, ctx, &sink));
-    if result.is_err() {
-        eprintln!(
-            "xtask: alerts-e2e failed; backend logs: {}",
-            ctx.state.join("logs").display()
-        );
-    }
-    stack::down(ctx)?;
-    result
+    stack::with_stack(ctx, "alerts-e2e", || {
+        WebhookSink::start("127.0.0.1:9095").and_then(|sink| checks(root, ctx, &sink))
+    })
 }
 
 fn checks(root: &std::path::Path, ctx: &Ctx, sink: &WebhookSink) -> Result<()> {

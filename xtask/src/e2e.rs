@@ -21,16 +21,7 @@ const FAILURE_ONLY: &str = "Empty while nothing fails";
 const RANGE: &str = "15m";
 
 pub(crate) fn e2e(root: &Path, ctx: &Ctx) -> Result<()> {
-    stack::up(ctx)?;
-    let result = checks(root, ctx);
-    if result.is_err() {
-        eprintln!(
-            "xtask: e2e failed; backend logs: {}",
-            ctx.state.join("logs").display()
-        );
-    }
-    stack::down(ctx)?;
-    result
+    stack::with_stack(ctx, "e2e", || checks(root, ctx))
 }
 
 fn checks(root: &Path, ctx: &Ctx) -> Result<()> {

@@ -16,16 +16,7 @@ use crate::stack::{self, Ctx};
 const DEADLINE: Duration = Duration::from_secs(60);
 
 pub(crate) fn smoke(root: &Path, ctx: &Ctx) -> Result<()> {
-    stack::up(ctx)?;
-    let result = checks(root, ctx);
-    if result.is_err() {
-        eprintln!(
-            "xtask: smoke failed; backend logs: {}",
-            ctx.state.join("logs").display()
-        );
-    }
-    stack::down(ctx)?;
-    result
+    stack::with_stack(ctx, "smoke", || checks(root, ctx))
 }
 
 /// Where `cargo build -p invbot` puts the binary.

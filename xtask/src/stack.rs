@@ -510,6 +510,20 @@ pub(crate) fn up(ctx: &Ctx) -> Result<()> {
     result
 }
 
+/// Runs `checks` against a stack brought up for them, and stops it whatever they found.
+pub(crate) fn with_stack(ctx: &Ctx, step: &str, checks: impl FnOnce() -> Result<()>) -> Result<()> {
+    up(ctx)?;
+    let result = checks();
+    if result.is_err() {
+        eprintln!(
+            "xtask: {step} failed; backend logs: {}",
+            ctx.state.join("logs").display()
+        );
+    }
+    down(ctx)?;
+    result
+}
+
 pub(crate) fn down(ctx: &Ctx) -> Result<()> {
     for b in backends(ctx)?.iter().rev() {
         stop(ctx, b);
