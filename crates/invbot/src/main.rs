@@ -132,8 +132,8 @@ struct TelemetryArgs {
     #[arg(long)]
     environment: Option<String>,
     /// Address of /metrics, /healthz and /readyz, or "off" (overrides INV_METRICS_ADDR).
-    #[arg(long)]
-    metrics_addr: Option<String>,
+    #[arg(long, value_name = "ADDR|off")]
+    metrics_addr: Option<telemetry::MetricsAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -445,16 +445,8 @@ fn apply_telemetry_flags(config: &mut telemetry::Config, flags: &TelemetryArgs) 
     if let Some(env) = &flags.environment {
         config.deployment_environment.clone_from(env);
     }
-    match flags.metrics_addr.as_deref() {
-        None => {}
-        Some("off") => config.metrics_addr = None,
-        Some(addr) => {
-            config.metrics_addr = Some(addr.parse().map_err(|e| {
-                UsageError(format!(
-                    "--metrics-addr {addr:?}: not an address like 127.0.0.1:9100 ({e})"
-                ))
-            })?);
-        }
+    if let Some(telemetry::MetricsAddr(addr)) = flags.metrics_addr {
+        config.metrics_addr = addr;
     }
     Ok(())
 }

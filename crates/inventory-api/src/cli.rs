@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use clap::error::ErrorKind;
-use telemetry::{Defaults, Telemetry, names};
+use telemetry::{Defaults, MetricsAddr, Telemetry, names};
 
 use crate::{AppState, Db, ErrorRate, FaultConfig};
 
@@ -67,24 +67,12 @@ struct Cli {
     environment: Option<String>,
     /// Address of /metrics, /healthz and /readyz, or "off" [default: INV_METRICS_ADDR or
     /// 127.0.0.1:9101].
-    #[arg(long, value_name = "ADDR|off", value_parser = metrics_addr)]
+    #[arg(long, value_name = "ADDR|off")]
     metrics_addr: Option<MetricsAddr>,
     /// Also shut down when standard input closes, so a parent process that dies takes the
     /// service with it.
     #[arg(long)]
     exit_on_stdin_close: bool,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct MetricsAddr(Option<SocketAddr>);
-
-fn metrics_addr(s: &str) -> Result<MetricsAddr, String> {
-    if s == "off" {
-        return Ok(MetricsAddr(None));
-    }
-    s.parse()
-        .map(|a| MetricsAddr(Some(a)))
-        .map_err(|e| format!("not a socket address like 127.0.0.1:9101 or \"off\" ({e})"))
 }
 
 /// Runs the service as the `inventory-api` binary does; `args` excludes the program name.

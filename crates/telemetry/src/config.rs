@@ -79,6 +79,24 @@ pub const DEFAULT_ENDPOINT: &str = "http://localhost:4317";
 const DEFAULT_QUEUE_SIZE: usize = 8192;
 const DEFAULT_BATCH_SIZE: usize = 512;
 
+/// Where `/metrics`, `/healthz` and `/readyz` are served: an address, or `off`. The same syntax
+/// for INV_METRICS_ADDR and the binaries' `--metrics-addr` flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsAddr(pub Option<SocketAddr>);
+
+impl std::str::FromStr for MetricsAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "off" {
+            return Ok(Self(None));
+        }
+        s.parse()
+            .map(|a| Self(Some(a)))
+            .map_err(|e| format!("not a socket address like 127.0.0.1:9100 or \"off\" ({e})"))
+    }
+}
+
 /// Per-binary defaults that the environment may override.
 #[derive(Debug, Clone)]
 pub struct Defaults {
@@ -147,12 +165,15 @@ impl Config {
         .transpose()?;
 
         let metrics_addr = match get("INV_METRICS_ADDR") {
-            Some(v) if v == "off" => None,
-            Some(v) => Some(v.parse().map_err(|e| ConfigError {
-                var: "INV_METRICS_ADDR",
-                value: v.clone(),
-                reason: format!("not a socket address like 127.0.0.1:9100 or \"off\" ({e})"),
-            })?),
+            Some(v) => {
+                v.parse::<MetricsAddr>()
+                    .map_err(|reason| ConfigError {
+                        var: "INV_METRICS_ADDR",
+                        value: v.clone(),
+                        reason,
+                    })?
+                    .0
+            }
             None => defaults.metrics_addr,
         };
 

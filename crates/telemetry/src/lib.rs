@@ -49,7 +49,8 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::{Layer, Registry};
 
 pub use config::{
-    BatchSettings, Config, ConfigError, DEFAULT_ENDPOINT, Defaults, LogFileConfig, SamplerConfig,
+    BatchSettings, Config, ConfigError, DEFAULT_ENDPOINT, Defaults, LogFileConfig, MetricsAddr,
+    SamplerConfig,
 };
 pub use jsonlog::JsonLines;
 pub use propagation::{inject_context, set_parent_from_headers, trace_id};
