@@ -423,9 +423,8 @@ fn read_pid(ctx: &Ctx, b: &Backend) -> Option<u32> {
         .parse()
         .ok()?;
     // Only a live process running this backend's binary counts (pids are reused).
-    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let argv0 = cmdline.split(|c| *c == 0).next()?;
-    (Path::new(&*String::from_utf8_lossy(argv0)) == b.binary).then_some(pid)
+    let exe = fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    (exe == b.binary).then_some(pid)
 }
 
 fn healthy(b: &Backend) -> bool {
@@ -444,6 +443,7 @@ pub(crate) fn up(ctx: &Ctx) -> Result<()> {
         fs::create_dir_all(ctx.state.join(sub))?;
     }
     let mut started = Vec::new();
+    let mut children = Vec::new();
     let result = (|| -> Result<()> {
         for b in backends(ctx)? {
             if read_pid(ctx, &b).is_some() {
@@ -471,13 +471,19 @@ pub(crate) fn up(ctx: &Ctx) -> Result<()> {
                 .with_context(|| format!("cannot start {}", b.binary.display()))?;
             fs::write(ctx.pid_file(b.name), child.id().to_string())?;
             started.push(b.name);
+            children.push((b.name, child));
         }
         // Loki is ready only after its ingester settles: give the slowest one a minute.
         let deadline = Duration::from_secs(90);
         for b in backends(ctx)? {
             let start = Instant::now();
             while !healthy(&b) {
-                if read_pid(ctx, &b).is_none() {
+                // Our own children are watched through their handles, not /proc.
+                let exited = match children.iter_mut().find(|(name, _)| *name == b.name) {
+                    Some((_, child)) => child.try_wait()?.is_some(),
+                    None => read_pid(ctx, &b).is_none(),
+                };
+                if exited {
                     bail!(
                         "{} exited while starting; the end of {}:\n{}",
                         b.name,
