@@ -1,6 +1,6 @@
 //! The alerting end to end: with fault injection raised, the error-rate alert fires in
 //! Prometheus, reaches Alertmanager and the webhook, and the bot's own alert events with the same
-//! name are in Loki, carrying the trace ids of failing transactions.
+//! name are in VictoriaLogs, carrying the trace ids of failing transactions.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::http::{encode, get_json, poll};
+use crate::http::{encode, get_json, logsql, poll};
 use crate::smoke::{BotRun, run_bot};
 use crate::stack::{self, Ctx};
 
@@ -168,24 +168,20 @@ fn checks(root: &std::path::Path, ctx: &Ctx, sink: &WebhookSink) -> Result<()> {
         "xtask: alerts-e2e: Alertmanager delivered {ALERT} to the webhook (receiver {receiver})"
     );
 
-    // The bot's own threshold event, same name, in Loki, inside a failing transaction's trace.
+    // The bot's own threshold event, same name, in the log store, inside a failing transaction's
+    // trace.
     let query = format!(
-        r#"{{service_name="invbot", deployment_environment_name="{environment}"}} | event="alert" | alertname="{ALERT}" | alertstate="firing""#
+        r#"{{service.name="invbot", deployment.environment.name="{environment}"}} event:=alert alertname:={ALERT} alertstate:=firing | fields trace_id"#
     );
     let trace_ids = poll(Duration::from_secs(60), || {
-        let v = get_json(&format!(
-            "http://127.0.0.1:3100/loki/api/v1/query_range?limit=100&query={}",
-            encode(&query)
-        ))?;
-        let ids: Vec<String> = v["data"]["result"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|s| s["stream"]["trace_id"].as_str().map(str::to_owned))
+        let ids: Vec<String> = logsql(&query, Duration::from_secs(3600))?
+            .iter()
+            .filter_map(|r| r["trace_id"].as_str().filter(|id| !id.is_empty()))
+            .map(str::to_owned)
             .collect();
         Ok((!ids.is_empty()).then_some(ids))
     })
-    .context("Loki: the bot's alert events with trace ids")?;
+    .context("VictoriaLogs: the bot's alert events with trace ids")?;
     for trace_id in &trace_ids {
         let trace = get_json(&format!("http://127.0.0.1:16686/api/traces/{trace_id}"))?;
         let failing = trace["data"][0]["spans"].as_array().is_some_and(|spans| {
@@ -202,7 +198,7 @@ fn checks(root: &std::path::Path, ctx: &Ctx, sink: &WebhookSink) -> Result<()> {
         }
     }
     eprintln!(
-        "xtask: alerts-e2e: Loki has the bot's {ALERT} event(s), in traces with failing transactions: {}",
+        "xtask: alerts-e2e: VictoriaLogs has the bot's {ALERT} event(s), in traces with failing transactions: {}",
         trace_ids.join(", ")
     );
     eprintln!("xtask: alerts-e2e passed");

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::http::{encode, get_json, poll};
+use crate::http::{encode, get_json, logsql, poll};
 use crate::smoke::{BotRun, invbot_path, run_bot};
 use crate::stack::{self, Ctx};
 
@@ -110,8 +110,8 @@ fn checks(root: &Path, ctx: &Ctx) -> Result<()> {
     checked += check_datasource_links(root, &vars)?;
     eprintln!("xtask: e2e: {checked} dashboard, variable and link queries returned data");
 
-    // With Loki gone, verify must say precisely that the logs pillar is what is missing.
-    stack::stop_one(ctx, "loki")?;
+    // With the log store gone, verify must say precisely that the logs pillar is what is missing.
+    stack::stop_one(ctx, "victorialogs")?;
     let out = Command::new(&invbot)
         .args([
             "verify",
@@ -134,15 +134,15 @@ fn checks(root: &Path, ctx: &Ctx) -> Result<()> {
         || missing.is_empty()
         || !missing
             .iter()
-            .all(|m| m.starts_with("logs:") && m.contains("Loki"))
+            .all(|m| m.starts_with("logs:") && m.contains("VictoriaLogs"))
     {
         bail!(
-            "with Loki stopped, invbot verify should exit 4 naming only the logs pillar; it exited {} with {missing:?}",
+            "with VictoriaLogs stopped, invbot verify should exit 4 naming only the logs pillar; it exited {} with {missing:?}",
             out.status
         );
     }
     eprintln!(
-        "xtask: e2e: with Loki stopped, invbot verify says: {}",
+        "xtask: e2e: with VictoriaLogs stopped, invbot verify says: {}",
         missing.join("; ")
     );
     eprintln!("xtask: e2e passed");
@@ -204,10 +204,11 @@ fn has_data(uid: &str, query: &str) -> Result<bool> {
             "http://127.0.0.1:9090/api/v1/query_range?query={}&start={start}&end={end}&step=15",
             encode(query)
         ))?,
-        "loki" => get_json(&format!(
-            "http://127.0.0.1:3100/loki/api/v1/query_range?query={}&start={start}000000000&end={end}000000000&limit=10",
-            encode(query)
-        ))?,
+        "victorialogs" => {
+            // Log rows, or the groups of a `stats` pipe: either way, rows are data.
+            let rows = logsql(&format!("{query} | limit 10"), Duration::from_secs(15 * 60))?;
+            return Ok(!rows.is_empty());
+        }
         other => bail!("no query runner for datasource {other:?}"),
     };
     Ok(v["data"]["result"]

@@ -59,6 +59,33 @@ pub(crate) fn get_json(url: &str) -> Result<serde_json::Value> {
     serde_json::from_str(&body).with_context(|| format!("{url}: not JSON"))
 }
 
+/// The rows VictoriaLogs finds for a LogsQL `query` over the last `window` (its query API
+/// answers JSON lines, one row each).
+pub(crate) fn logsql(query: &str, window: Duration) -> Result<Vec<serde_json::Value>> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let url = format!(
+        "{VICTORIALOGS}/select/logsql/query?query={}&start={}",
+        encode(query),
+        now.saturating_sub(window).as_secs()
+    );
+    let (status, body) = get(&url)?;
+    if !(200..300).contains(&status) {
+        bail!(
+            "{url} answered {status}: {}",
+            body.chars().take(300).collect::<String>()
+        );
+    }
+    body.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).with_context(|| format!("{url}: not JSON lines")))
+        .collect()
+}
+
+/// VictoriaLogs' query API on the native stack.
+pub(crate) const VICTORIALOGS: &str = "http://127.0.0.1:9428";
+
 fn dechunk(mut body: &str) -> Result<String> {
     let mut out = String::new();
     loop {

@@ -1,6 +1,6 @@
 //! The smoke step: stack up, one batch run of the bot against the API exporting to the real
 //! collector, then proof over the backends' HTTP APIs that the run's trace is in Jaeger with
-//! spans of both services, its logs are in Loki carrying its trace_id, and the bot's series and
+//! spans of both services, its logs are in VictoriaLogs carrying its trace_id, and the bot's series and
 //! the spanmetrics series are in Prometheus; stack down whatever happened.
 
 use std::path::{Path, PathBuf};
@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::http::{encode, get_json, poll};
+use crate::http::{encode, get_json, logsql, poll};
 use crate::stack::{self, Ctx};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -112,21 +112,21 @@ fn checks(root: &Path, ctx: &Ctx) -> Result<()> {
     eprintln!("xtask: smoke: Jaeger has the trace, services {services:?}");
 
     for service in ["invbot", "inventory-api"] {
-        let query = format!(r#"{{service_name="{service}"}} | trace_id="{trace_id}""#);
-        let lines = poll(DEADLINE, || {
-            let v = get_json(&format!(
-                "http://127.0.0.1:3100/loki/api/v1/query_range?limit=1000&query={}",
-                encode(&query)
-            ))?;
-            let n: usize = v["data"]["result"].as_array().map_or(0, |r| {
-                r.iter()
-                    .map(|s| s["values"].as_array().map_or(0, Vec::len))
-                    .sum()
-            });
+        let query = format!(
+            r#"{{service.name="{service}"}} trace_id:="{trace_id}" | stats count() records"#
+        );
+        let records = poll(DEADLINE, || {
+            let rows = logsql(&query, Duration::from_secs(3600))?;
+            let n: usize = rows
+                .first()
+                .and_then(|r| r["records"].as_str()?.parse().ok())
+                .unwrap_or(0);
             Ok((n > 0).then_some(n))
         })
-        .with_context(|| format!("Loki: logs of {service} with the batch's trace_id"))?;
-        eprintln!("xtask: smoke: Loki has {lines} {service} log lines with trace_id {trace_id}");
+        .with_context(|| format!("VictoriaLogs: logs of {service} with the batch's trace_id"))?;
+        eprintln!(
+            "xtask: smoke: VictoriaLogs has {records} {service} log records with trace_id {trace_id}"
+        );
     }
 
     for query in [

@@ -1,5 +1,5 @@
-//! The native stack: the real backends (OpenTelemetry Collector, Jaeger, Loki, Prometheus,
-//! Alertmanager) as local processes on 127.0.0.1, with the same config files compose mounts.
+//! The native stack: the real backends (OpenTelemetry Collector, Jaeger, VictoriaLogs,
+//! Prometheus, Alertmanager) as local processes on 127.0.0.1, with the same config files compose mounts.
 //!
 //! - install: builds or installs each backend once into a cache outside the repo, keyed by version
 //!   (`$INV_STACK_CACHE`, default `~/.cache/inventory-pipeline/<name>-<version>/`);
@@ -73,6 +73,49 @@ fn home() -> Result<PathBuf> {
         .context("HOME is not set; set INV_STACK_CACHE to choose the build cache")
 }
 
+/// Go modules that nothing here may require, build or download: they are under the AGPL (the
+/// machines' Go module list marks them not to be used). Loki runs only as a compose option, from
+/// its image, which the user pulls.
+pub(crate) const FORBIDDEN_GO_MODULES: [&str; 3] = [
+    "github.com/grafana/loki",
+    "github.com/grafana/grafana",
+    "github.com/grafana/tempo",
+];
+
+/// The forbidden modules `text` names as a module path (`<module>` alone or followed by `/`,
+/// `@`, a space or a line end; so `github.com/grafana/regexp` is not one of them).
+pub(crate) fn forbidden_modules_in(text: &str) -> Vec<&'static str> {
+    FORBIDDEN_GO_MODULES
+        .into_iter()
+        .filter(|m| {
+            text.match_indices(m).any(|(i, _)| {
+                text[i + m.len()..]
+                    .chars()
+                    .next()
+                    .is_none_or(|c| matches!(c, '/' | '@' | ' ' | '\t' | '\n'))
+            })
+        })
+        .collect()
+}
+
+/// Fails if a Go binary we built links a forbidden module (its build info lists every module).
+fn check_licences(binary: &Path) -> Result<()> {
+    let out = Command::new("go")
+        .args(["version", "-m"])
+        .arg(binary)
+        .output()
+        .with_context(|| format!("cannot run go version -m {}", binary.display()))?;
+    let found = forbidden_modules_in(&String::from_utf8_lossy(&out.stdout));
+    if !found.is_empty() {
+        bail!(
+            "{} links {} (AGPL; not to be used): remove the component that pulls it in",
+            binary.display(),
+            found.join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// One backend: how to get it and how to run it.
 struct Backend {
     name: &'static str,
@@ -94,6 +137,12 @@ enum Install {
         tags: &'static str,
         ldflags: String,
     },
+    /// `go install <package>@<version>` of a module that builds as it is (no wrapper needed).
+    GoGet {
+        package: &'static str,
+        version: String,
+        ldflags: String,
+    },
     /// A Debian package.
     Apt { package: &'static str },
 }
@@ -104,7 +153,7 @@ fn backends(ctx: &Ctx) -> Result<Vec<Backend>> {
     let data = data.display();
     let otel = ctx.version("OTELCOL_VERSION")?.to_owned();
     let jaeger = ctx.version("JAEGER_MODULE_VERSION")?;
-    let loki = ctx.version("LOKI_VERSION")?;
+    let vlogs = ctx.version("VICTORIALOGS_VERSION")?;
     Ok(vec![
         Backend {
             name: "jaeger",
@@ -126,19 +175,24 @@ fn backends(ctx: &Ctx) -> Result<Vec<Backend>> {
             },
         },
         Backend {
-            name: "loki",
-            binary: ctx.cache.join(format!("loki-{loki}")).join("loki"),
+            name: "victorialogs",
+            binary: ctx
+                .cache
+                .join(format!("victorialogs-{}", vlogs.trim_start_matches('v')))
+                .join("victoria-logs"),
             args: vec![
-                format!("-config.file={root}/loki/config.yaml"),
-                "-config.expand-env=true".into(),
+                "-httpListenAddr=127.0.0.1:9428".into(),
+                format!("-storageDataPath={data}/victorialogs"),
+                "-retentionPeriod=7d".into(),
             ],
-            health: "http://127.0.0.1:3100/ready",
-            url: "http://127.0.0.1:3100",
-            install: Install::GoModule {
-                dir: "loki",
-                package: "github.com/grafana/loki/v3/cmd/loki",
-                tags: "netgo",
-                ldflags: format!("-X github.com/grafana/loki/v3/pkg/util/build.Version={loki}"),
+            health: "http://127.0.0.1:9428/health",
+            url: "http://127.0.0.1:9428 (vmui: /select/vmui/)",
+            install: Install::GoGet {
+                package: "github.com/VictoriaMetrics/VictoriaLogs/app/victoria-logs",
+                version: vlogs.to_owned(),
+                ldflags: format!(
+                    "-X github.com/VictoriaMetrics/VictoriaMetrics/lib/buildinfo.Version=victoria-logs-{vlogs}"
+                ),
             },
         },
         Backend {
@@ -296,6 +350,11 @@ pub(crate) fn install(ctx: &Ctx) -> Result<()> {
                 tags,
                 ldflags,
             } => build_go_module(ctx, &b, dir, package, tags, ldflags)?,
+            Install::GoGet {
+                package,
+                version,
+                ldflags,
+            } => go_install(ctx, &b, package, version, ldflags)?,
         }
         if !b.binary.exists() {
             bail!(
@@ -303,6 +362,9 @@ pub(crate) fn install(ctx: &Ctx) -> Result<()> {
                 b.name,
                 b.binary.display()
             );
+        }
+        if !matches!(b.install, Install::Apt { .. }) {
+            check_licences(&b.binary)?;
         }
         eprintln!("xtask: {} installed in {:.0?}", b.name, started.elapsed());
     }
@@ -391,6 +453,21 @@ fn build_go_module(
     )
 }
 
+fn go_install(ctx: &Ctx, b: &Backend, package: &str, version: &str, ldflags: &str) -> Result<()> {
+    need_go(ctx, b.name)?;
+    let dir = b.binary.parent().context("backend dir")?;
+    fs::create_dir_all(dir)?;
+    run(
+        Command::new("go")
+            .args(["install", "-trimpath"])
+            .arg(format!("-ldflags=-s -w {ldflags}"))
+            .arg(format!("{package}@{version}"))
+            .env("GOBIN", dir)
+            .env("CGO_ENABLED", "0"),
+        &format!("go install {package}@{version}"),
+    )
+}
+
 fn install_apt(package: &str) -> Result<()> {
     if !have("apt-get") {
         bail!(
@@ -473,7 +550,7 @@ pub(crate) fn up(ctx: &Ctx) -> Result<()> {
             started.push(b.name);
             children.push((b.name, child));
         }
-        // Loki is ready only after its ingester settles: give the slowest one a minute.
+        // Jaeger and the collector can take a while on a cold, busy machine.
         let deadline = Duration::from_secs(90);
         for b in backends(ctx)? {
             let start = Instant::now();
@@ -537,7 +614,7 @@ pub(crate) fn down(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-/// Stops one backend that `up` started (the e2e step stops Loki to show a missing pillar).
+/// Stops one backend that `up` started (the e2e step stops the log store to show a missing pillar).
 pub(crate) fn stop_one(ctx: &Ctx, name: &str) -> Result<()> {
     let all = backends(ctx)?;
     let b = all
@@ -593,4 +670,87 @@ pub(crate) fn logs(ctx: &Ctx) -> Result<()> {
         println!("{:<15} {}", b.name, ctx.log_file(b.name).display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("the workspace root")
+            .to_owned()
+    }
+
+    /// Every go.mod and go.sum below `dir`, outside build output.
+    fn go_module_files(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in fs::read_dir(dir).expect("a readable directory").flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            if path.is_dir() {
+                if !matches!(name.to_str(), Some("target" | ".git" | ".stack")) {
+                    go_module_files(&path, out);
+                }
+            } else if matches!(name.to_str(), Some("go.mod" | "go.sum")) {
+                out.push(path);
+            }
+        }
+    }
+
+    #[test]
+    fn module_paths_are_matched_whole() {
+        assert_eq!(
+            forbidden_modules_in("require github.com/grafana/loki/v3 v3.7.8\n"),
+            ["github.com/grafana/loki"]
+        );
+        assert_eq!(
+            forbidden_modules_in("dep\tgithub.com/grafana/tempo\tv2"),
+            ["github.com/grafana/tempo"]
+        );
+        assert!(forbidden_modules_in("dep github.com/grafana/regexp v0.0.0").is_empty());
+        assert!(forbidden_modules_in("github.com/grafana/grafana-foundation-sdk/go").is_empty());
+    }
+
+    /// Nothing the stack installs requires, builds or downloads an AGPL module: not the packages
+    /// it builds, not a wrapper module's go.mod or go.sum, not the collector's manifest.
+    #[test]
+    fn no_install_step_names_a_forbidden_go_module() {
+        let root = repo();
+        let ctx = Ctx::new(&root).expect("compose/.env");
+        let mut all = backends(&ctx).expect("the backends");
+        all.push(compose_tool(&ctx).expect("the compose tool"));
+        let mut texts = Vec::new();
+        for b in &all {
+            match &b.install {
+                Install::GoModule { package, .. } | Install::GoGet { package, .. } => {
+                    texts.push((b.name.to_owned(), (*package).to_owned()));
+                }
+                Install::Collector { .. } => {
+                    let manifest = root.join("otel-collector/builder-config.yaml");
+                    let text = fs::read_to_string(&manifest).expect("the builder manifest");
+                    texts.push((manifest.display().to_string(), text));
+                }
+                Install::Apt { .. } => {}
+            }
+        }
+        let mut files = Vec::new();
+        go_module_files(&root, &mut files);
+        assert!(
+            files.iter().any(|f| f.ends_with("jaeger/build/go.mod")),
+            "{files:?}"
+        );
+        for file in files {
+            let text = fs::read_to_string(&file).expect("a readable go.mod/go.sum");
+            texts.push((file.display().to_string(), text));
+        }
+        let offenders: Vec<String> = texts
+            .iter()
+            .filter_map(|(what, text)| {
+                let found = forbidden_modules_in(text);
+                (!found.is_empty()).then(|| format!("{what}: {}", found.join(", ")))
+            })
+            .collect();
+        assert!(offenders.is_empty(), "AGPL modules named: {offenders:?}");
+    }
 }

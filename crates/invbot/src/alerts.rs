@@ -1,5 +1,5 @@
 //! Threshold alerts as structured log events (seed 001), named like the Prometheus rules so an
-//! operator sees one vocabulary in Loki and in Alertmanager:
+//! operator sees one vocabulary in the log store and in Alertmanager:
 //! a batch over 2 s; an error rate over 5 % in the last 100 transactions; process CPU over 85 %
 //! sustained for 5 minutes. Each fires once when crossed and resolves when it clears.
 

@@ -43,7 +43,7 @@ enum Command {
     Run(Box<RunArgs>),
     /// Write synthetic input (CSV, or JSON lines with --format jsonl).
     Generate(GenerateArgs),
-    /// Check that a run's traces, logs and metrics reached Jaeger, Loki and Prometheus, and
+    /// Check that a run's traces, logs and metrics reached Jaeger, the log store and Prometheus, and
     /// name what is missing.
     Verify(VerifyArgs),
     /// Run the inventory API in this process (what `run` starts as its second service).
@@ -179,9 +179,13 @@ struct VerifyArgs {
     /// Jaeger query API.
     #[arg(long, env = "INV_JAEGER_URL", default_value = "http://127.0.0.1:16686")]
     jaeger_url: String,
-    /// Loki HTTP API.
-    #[arg(long, env = "INV_LOKI_URL", default_value = "http://127.0.0.1:3100")]
-    loki_url: String,
+    /// The log store the pipeline writes to: victorialogs, or loki for a Loki-based setup.
+    #[arg(long, env = "INV_LOGS_BACKEND", default_value = "victorialogs")]
+    logs_backend: verify::LogStore,
+    /// The log store's HTTP API (default: VictoriaLogs http://127.0.0.1:9428, Loki
+    /// http://127.0.0.1:3100).
+    #[arg(long, env = "INV_LOGS_URL")]
+    logs_url: Option<String>,
     /// Prometheus HTTP API.
     #[arg(
         long,
@@ -279,7 +283,10 @@ async fn verify_command(args: VerifyArgs) -> Result<ExitCode> {
     };
     let endpoints = verify::Endpoints {
         jaeger: args.jaeger_url,
-        loki: args.loki_url,
+        logs: args
+            .logs_url
+            .unwrap_or_else(|| args.logs_backend.default_url().to_owned()),
+        log_store: args.logs_backend,
         prometheus: args.prometheus_url,
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(args.timeout_secs);
@@ -370,7 +377,7 @@ async fn run_command(args: RunArgs) -> Result<ExitCode> {
     .map_err(|e| UsageError(e.to_string()))?;
     apply_telemetry_flags(&mut config, &args.telemetry)?;
     // The terminal shows progress, the summary, alerts and final failures; every event is in
-    // the JSON log file and in Loki.
+    // the JSON log file and in the log store.
     config
         .console_filter
         .get_or_insert_with(|| "warn,invbot::client=error".into());

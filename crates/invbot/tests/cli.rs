@@ -130,7 +130,7 @@ fn verify_names_every_missing_pillar_when_no_backend_answers() {
         .args([
             "--jaeger-url",
             &closed(),
-            "--loki-url",
+            "--logs-url",
             &closed(),
             "--prometheus-url",
             &closed(),

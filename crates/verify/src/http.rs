@@ -1,5 +1,5 @@
-//! The one request the three clients make: a GET of a URL with a query string, whose JSON answer
-//! is decoded into the backend's typed response.
+//! The one request the clients make: a GET of a URL with a query string, whose JSON answer (or
+//! JSON lines) is decoded into the backend's typed response.
 
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
@@ -58,6 +58,25 @@ impl Http {
         decode(url, status, &body)
     }
 
+    /// Like [`Http::get`], for an answer in JSON lines (one value per line).
+    pub(crate) async fn get_lines<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<Vec<T>, QueryError> {
+        let (url, status, body) = self.fetch(path, query).await?;
+        check_status(&url, status, &body)?;
+        body.lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| {
+                serde_json::from_str(line).map_err(|source| QueryError::Decode {
+                    url: url.clone(),
+                    source,
+                })
+            })
+            .collect()
+    }
+
     /// Like [`Http::get`], but a 404 is `None`: how Jaeger says it has no such trace.
     pub(crate) async fn find<T: DeserializeOwned>(
         &self,
@@ -91,11 +110,20 @@ impl Http {
     }
 }
 
-fn decode<T: DeserializeOwned>(url: Url, status: StatusCode, body: &str) -> Result<T, QueryError> {
-    if !status.is_success() {
-        // Enough of the body to carry the backend's own error message, not a whole page.
-        let body = body.chars().take(300).collect();
-        return Err(QueryError::Status { url, status, body });
+fn check_status(url: &Url, status: StatusCode, body: &str) -> Result<(), QueryError> {
+    if status.is_success() {
+        return Ok(());
     }
+    // Enough of the body to carry the backend's own error message, not a whole page.
+    let body = body.chars().take(300).collect();
+    Err(QueryError::Status {
+        url: url.clone(),
+        status,
+        body,
+    })
+}
+
+fn decode<T: DeserializeOwned>(url: Url, status: StatusCode, body: &str) -> Result<T, QueryError> {
+    check_status(&url, status, body)?;
     serde_json::from_str(body).map_err(|source| QueryError::Decode { url, source })
 }

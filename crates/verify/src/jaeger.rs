@@ -52,6 +52,7 @@ impl Jaeger {
 }
 
 impl Backend for Jaeger {
+    const NAME: &'static str = "Jaeger";
     type Report = TracesReport;
 
     async fn check(&self, scope: &Scope) -> Result<TracesReport, QueryError> {
@@ -176,7 +177,6 @@ impl TraceSummary {
 
 impl Pillar for TracesReport {
     const NAME: &'static str = "traces";
-    const BACKEND: &'static str = "Jaeger";
 
     fn missing(&self) -> Vec<String> {
         let mut out = Vec::new();

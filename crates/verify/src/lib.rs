@@ -1,6 +1,7 @@
 //! The correlation verifier: given one batch trace or one run of the bot, checks over the
 //! backends' HTTP query APIs that the trace is in Jaeger with spans of both services linked across
-//! the HTTP hop, that Loki has each service's log records carrying its trace_id, and that
+//! the HTTP hop, that the log store (VictoriaLogs, or Loki) has each service's log records
+//! carrying its trace_id, and that
 //! Prometheus has the run's series, the spanmetrics series of the trace's services and, when the
 //! collector sampled one, an exemplar pointing back at the trace.
 //!
@@ -16,33 +17,41 @@ use serde::Serialize;
 
 mod http;
 pub mod jaeger;
+pub mod logs;
 pub mod loki;
 mod poll;
 pub mod prometheus;
 mod report;
 mod target;
+pub mod victorialogs;
 
 pub use http::QueryError;
 pub use jaeger::Jaeger;
+pub use logs::{LogStore, LogsReport};
 pub use loki::Loki;
 pub use poll::Outcome;
 pub use prometheus::Prometheus;
 pub use report::Report;
 pub use target::{ParseTargetError, Scope, Target, TraceId};
+pub use victorialogs::VictoriaLogs;
 
 /// Where the backends' query APIs listen; the defaults are the native stack's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoints {
     pub jaeger: String,
-    pub loki: String,
+    /// The log store's query API, and which store it is.
+    pub logs: String,
+    pub log_store: LogStore,
     pub prometheus: String,
 }
 
 impl Default for Endpoints {
     fn default() -> Self {
+        let log_store = LogStore::default();
         Self {
             jaeger: "http://127.0.0.1:16686".into(),
-            loki: "http://127.0.0.1:3100".into(),
+            logs: log_store.default_url().into(),
+            log_store,
             prometheus: "http://127.0.0.1:9090".into(),
         }
     }
@@ -50,6 +59,8 @@ impl Default for Endpoints {
 
 /// One backend's check of its pillar for a scope.
 pub trait Backend {
+    /// The backend, as messages name it: `Jaeger`, `VictoriaLogs`, `Loki`, `Prometheus`.
+    const NAME: &'static str;
     type Report: Pillar + Serialize;
 
     /// One round of queries; polling (and so waiting for the backend to catch up) is the
@@ -62,8 +73,6 @@ pub trait Backend {
 pub trait Pillar {
     /// The pillar, as messages name it: `traces`, `logs`, `metrics`.
     const NAME: &'static str;
-    /// The backend that holds it.
-    const BACKEND: &'static str;
 
     /// One precise message per thing the pillar lacks, each starting with the pillar's name;
     /// empty when the pillar is complete.
@@ -79,18 +88,20 @@ pub async fn verify(target: &Target, endpoints: &Endpoints, deadline: Instant) -
         Some(found) => scope.with_traces(found),
         None => scope,
     };
-    let (loki, prometheus) = (
-        Loki::new(&endpoints.loki),
-        Prometheus::new(&endpoints.prometheus),
-    );
-    let (logs, metrics) = tokio::join!(
-        poll::poll(&loki, &scope, deadline),
-        poll::poll(&prometheus, &scope, deadline),
-    );
+    let logs = async {
+        match endpoints.log_store {
+            LogStore::VictoriaLogs => {
+                poll::poll(&VictoriaLogs::new(&endpoints.logs), &scope, deadline).await
+            }
+            LogStore::Loki => poll::poll(&Loki::new(&endpoints.logs), &scope, deadline).await,
+        }
+    };
+    let prometheus = Prometheus::new(&endpoints.prometheus);
+    let (logs, metrics) = tokio::join!(logs, poll::poll(&prometheus, &scope, deadline));
     Report::new(target.clone(), traces, logs, metrics)
 }
 
-/// A label value as a double-quoted LogQL/PromQL string literal (both use Go's syntax).
+/// A value as a double-quoted LogQL/PromQL/LogsQL string literal (all three use Go's syntax).
 pub(crate) fn quoted(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 2);
     out.push('"');

@@ -1,16 +1,16 @@
-//! The logs pillar, from Loki's `/loki/api/v1/query_range`: for each service with spans in the
-//! target's traces, `{service_name="<service>"} | trace_id="<id>"` (trace_id is structured
-//! metadata; a run's trace ids go in as one regex), tallied by trace, level and event.
+//! The logs pillar from Loki's `/loki/api/v1/query_range`, for users who run Loki instead of
+//! VictoriaLogs: for each service with spans in the target's traces,
+//! `{service_name="<service>"} | trace_id="<id>"` (trace_id is structured metadata; a run's trace
+//! ids go in as one regex).
 
-use std::collections::{BTreeMap, HashMap};
-use std::fmt;
+use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::http::Http;
-use crate::report::counts;
+use crate::logs::{LogsReport, Tally};
 use crate::target::Window;
-use crate::{Backend, Pillar, QueryError, Scope, quoted};
+use crate::{Backend, QueryError, Scope, quoted};
 
 /// Trace ids per query: keeps a long run's LogQL (and so the URL) short, and the records of one
 /// query (a few dozen per batch trace) well under `LIMIT`, so no trace is cut off.
@@ -53,111 +53,28 @@ fn logql(service: &str, trace_ids: &[&str]) -> String {
 }
 
 impl Backend for Loki {
+    const NAME: &'static str = "Loki";
     type Report = LogsReport;
 
     async fn check(&self, scope: &Scope) -> Result<LogsReport, QueryError> {
-        let mut report = LogsReport::default();
-        let mut wanted: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for (trace_id, services) in scope.traces() {
-            for svc in services {
-                wanted.entry(svc).or_default().push(trace_id);
-                report
-                    .by_trace
-                    .entry(trace_id.clone())
-                    .or_default()
-                    .insert(svc.clone(), 0);
-            }
-        }
-        for (svc, trace_ids) in wanted {
+        let mut report = LogsReport::new(Self::NAME, scope.traces());
+        for (svc, trace_ids) in scope.trace_ids_by_service() {
             for chunk in trace_ids.chunks(TRACE_IDS_PER_QUERY) {
                 let logql = logql(svc, chunk);
                 for stream in self.query_range(&logql, scope.window()).await? {
-                    report.tally(svc, &stream);
+                    let label = |name: &str| stream.stream.get(name).map(String::as_str);
+                    report.tally(&Tally {
+                        service: svc,
+                        trace_id: label("trace_id"),
+                        level: label("severity_text").or_else(|| label("detected_level")),
+                        event: label("event"),
+                        n: stream.values.len(),
+                    });
                 }
                 report.queries.push(logql);
             }
         }
         Ok(report)
-    }
-}
-
-/// The logs pillar: the records carrying the target's trace ids.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct LogsReport {
-    pub records: usize,
-    /// Records per level: `severity_text` (lowercased), else Loki's `detected_level`.
-    pub by_level: BTreeMap<String, usize>,
-    /// Records per `event` attribute; `(none)` for records without one.
-    pub by_event: BTreeMap<String, usize>,
-    /// Records per service.
-    pub services: BTreeMap<String, usize>,
-    /// Records per trace and service, with a 0 for each service that has spans in the trace
-    /// but no record with its trace_id.
-    pub by_trace: BTreeMap<String, BTreeMap<String, usize>>,
-    /// The LogQL queries asked.
-    pub queries: Vec<String>,
-}
-
-impl LogsReport {
-    fn tally(&mut self, svc: &str, stream: &Stream) {
-        let n = stream.values.len();
-        let label = |name: &str| stream.stream.get(name).map(String::as_str);
-        let level = label("severity_text")
-            .or_else(|| label("detected_level"))
-            .unwrap_or("unknown")
-            .to_ascii_lowercase();
-        self.records += n;
-        *self.by_level.entry(level).or_default() += n;
-        *self
-            .by_event
-            .entry(label("event").unwrap_or("(none)").to_owned())
-            .or_default() += n;
-        *self.services.entry(svc.to_owned()).or_default() += n;
-        if let Some(trace_id) = label("trace_id") {
-            *self
-                .by_trace
-                .entry(trace_id.to_owned())
-                .or_default()
-                .entry(svc.to_owned())
-                .or_default() += n;
-        }
-    }
-}
-
-impl Pillar for LogsReport {
-    const NAME: &'static str = "logs";
-    const BACKEND: &'static str = "Loki";
-
-    fn missing(&self) -> Vec<String> {
-        if self.by_trace.is_empty() {
-            return vec!["logs: no trace id to look for, as Jaeger found no trace".to_owned()];
-        }
-        self.by_trace
-            .iter()
-            .flat_map(|(trace_id, services)| {
-                services
-                    .iter()
-                    .filter(|(_, n)| **n == 0)
-                    .map(move |(svc, _)| {
-                        format!(
-                            "logs: Loki has no records with trace_id {trace_id} for service {svc}"
-                        )
-                    })
-            })
-            .collect()
-    }
-}
-
-impl fmt::Display for LogsReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "{} records; services {}; levels {}",
-            self.records,
-            counts(&self.services),
-            counts(&self.by_level)
-        )?;
-        write!(f, "events: {}", counts(&self.by_event))
     }
 }
 

@@ -18,6 +18,8 @@ const FIRST_TRY: Duration = Duration::from_secs(5);
 /// How polling one pillar ended.
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome<R> {
+    /// The backend asked.
+    pub backend: &'static str,
     /// The backend's last answer; `None` when it never answered.
     pub report: Option<R>,
     /// Why the last try failed, when it did (an earlier answer may still be in `report`).
@@ -33,7 +35,7 @@ impl<R: Pillar> Outcome<R> {
             None => vec![format!(
                 "{}: {} did not answer: {}",
                 R::NAME,
-                R::BACKEND,
+                self.backend,
                 self.error.as_deref().unwrap_or("not asked")
             )],
         }
@@ -46,6 +48,7 @@ pub(crate) async fn poll<B: Backend>(
     deadline: Instant,
 ) -> Outcome<B::Report> {
     let mut outcome = Outcome {
+        backend: B::NAME,
         report: None,
         error: None,
         attempts: 0,

@@ -94,6 +94,7 @@ fn describe(labels: &Labels) -> String {
 }
 
 impl Backend for Prometheus {
+    const NAME: &'static str = "Prometheus";
     type Report = MetricsReport;
 
     async fn check(&self, scope: &Scope) -> Result<MetricsReport, QueryError> {
@@ -229,7 +230,6 @@ pub struct Exemplar {
 
 impl Pillar for MetricsReport {
     const NAME: &'static str = "metrics";
-    const BACKEND: &'static str = "Prometheus";
 
     fn missing(&self) -> Vec<String> {
         let ids = |svc: &str| {

@@ -6,7 +6,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::jaeger::TracesReport;
-use crate::loki::LogsReport;
+use crate::logs::LogsReport;
 use crate::prometheus::MetricsReport;
 use crate::{Outcome, Pillar, Target};
 
@@ -98,7 +98,7 @@ fn pillar<R: Pillar + fmt::Display>(
         text.push_str("\nlast try failed: ");
         text.push_str(e);
     }
-    let head = format!("{} ({})", R::NAME, R::BACKEND);
+    let head = format!("{} ({})", R::NAME, outcome.backend);
     for (i, line) in text.lines().enumerate() {
         let label = if i == 0 { head.as_str() } else { "" };
         writeln!(f, "  {label:<22}{line}")?;

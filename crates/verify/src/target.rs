@@ -170,6 +170,17 @@ impl Scope {
         &self.traces
     }
 
+    /// Service → the trace ids with spans of that service: what a log store is asked, per service.
+    pub(crate) fn trace_ids_by_service(&self) -> BTreeMap<&str, Vec<&str>> {
+        let mut out: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (trace_id, services) in &self.traces {
+            for svc in services {
+                out.entry(svc).or_default().push(trace_id);
+            }
+        }
+        out
+    }
+
     /// Service → its `service.instance.id`s.
     pub(crate) fn instances(&self) -> &BTreeMap<String, BTreeSet<String>> {
         &self.instances

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, Uri};
-use verify::Endpoints;
+use verify::{Endpoints, LogStore};
 
 struct Rule {
     path: String,
@@ -118,11 +118,12 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    /// All three backends at this server.
-    pub(crate) fn endpoints(&self) -> Endpoints {
+    /// All three backends at this server, the logs in `log_store`.
+    pub(crate) fn endpoints(&self, log_store: LogStore) -> Endpoints {
         Endpoints {
             jaeger: self.base.clone(),
-            loki: self.base.clone(),
+            logs: self.base.clone(),
+            log_store,
             prometheus: self.base.clone(),
         }
     }

@@ -1,5 +1,7 @@
-//! The verifier against responses recorded from the live backends for run f90cfe020813 (see
-//! tests/fixtures/README.md), served over HTTP so that each backend's client and parsing run.
+//! The verifier against responses recorded from the live backends for run f90cfe020813, when the
+//! pipeline's log store was Loki (see tests/fixtures/f90cfe020813/README.md), served over HTTP so
+//! that each backend's client and parsing run: the Jaeger and Prometheus clients in depth, and the
+//! Loki client that `--logs-backend loki` uses.
 
 mod support;
 
@@ -9,7 +11,7 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use support::{Fake, Server};
 use verify::prometheus::Exemplars;
-use verify::{Report, Target, verify};
+use verify::{LogStore, Report, Target, verify};
 
 const RUN: &str = "f90cfe020813";
 /// Batch 6 of the run: retries, error spans, and one exemplar in Prometheus.
@@ -32,24 +34,28 @@ fn logql(service: &str, trace_id: &str) -> String {
 /// Every recorded answer, keyed by path and by what identifies the query.
 fn recorded() -> Fake {
     let mut fake = Fake::default()
-        .answer("/api/v1/series", "", "prometheus/series.json")
-        .answer("/api/v1/query_exemplars", "", "prometheus/exemplars.json")
+        .answer("/api/v1/series", "", "f90cfe020813/prometheus/series.json")
+        .answer(
+            "/api/v1/query_exemplars",
+            "",
+            "f90cfe020813/prometheus/exemplars.json",
+        )
         .answer(
             "/api/traces",
             &format!(r#""run_id":"{RUN}""#),
-            &format!("jaeger/search-run-{RUN}.json"),
+            &format!("f90cfe020813/jaeger/search-run-{RUN}.json"),
         );
     for svc in ["invbot", "inventory-api"] {
         fake = fake.answer(
             LOKI,
             &format!(r#"{{service_name="{svc}"}} | trace_id=~"#),
-            &format!("loki/run-{svc}.json"),
+            &format!("f90cfe020813/loki/run-{svc}.json"),
         );
         for trace_id in [T1, T2] {
             fake = fake.answer(
                 LOKI,
                 &logql(svc, trace_id),
-                &format!("loki/{trace_id}-{svc}.json"),
+                &format!("f90cfe020813/loki/{trace_id}-{svc}.json"),
             );
         }
     }
@@ -57,7 +63,7 @@ fn recorded() -> Fake {
         fake = fake.answer(
             &format!("/api/traces/{trace_id}"),
             "",
-            &format!("jaeger/trace-{trace_id}.json"),
+            &format!("f90cfe020813/jaeger/trace-{trace_id}.json"),
         );
     }
     fake
@@ -65,7 +71,12 @@ fn recorded() -> Fake {
 
 async fn check(server: &Server, target: &str, within: Duration) -> Report {
     let target: Target = target.parse().expect("a trace id or run id");
-    verify(&target, &server.endpoints(), Instant::now() + within).await
+    verify(
+        &target,
+        &server.endpoints(LogStore::Loki),
+        Instant::now() + within,
+    )
+    .await
 }
 
 /// The recorded answers for `target`, which must make it complete.
@@ -211,7 +222,11 @@ async fn a_recorded_trace_is_complete_in_all_three_pillars() {
 #[tokio::test]
 async fn loki_without_the_api_records_is_named_in_missing() {
     let (_, report) = incomplete(
-        recorded().answer(LOKI, &logql("inventory-api", T1), "loki/empty.json"),
+        recorded().answer(
+            LOKI,
+            &logql("inventory-api", T1),
+            "f90cfe020813/loki/empty.json",
+        ),
         T1,
     )
     .await;
@@ -306,7 +321,7 @@ async fn a_trace_with_only_api_spans_fails_the_traces_pillar() {
         recorded().answer(
             &format!("/api/traces/{T2}"),
             "",
-            &format!("jaeger/trace-{T2}-api-only.json"),
+            &format!("f90cfe020813/jaeger/trace-{T2}-api-only.json"),
         ),
         T2,
     )
@@ -337,9 +352,9 @@ async fn an_unknown_trace_is_missing_in_every_pillar() {
                 StatusCode::NOT_FOUND,
                 &format!("/api/traces/{UNKNOWN}"),
                 "",
-                "jaeger/trace-not-found.json",
+                "f90cfe020813/jaeger/trace-not-found.json",
             )
-            .answer(LOKI, UNKNOWN, "loki/empty.json"),
+            .answer(LOKI, UNKNOWN, "f90cfe020813/loki/empty.json"),
         UNKNOWN,
     )
     .await;
@@ -367,7 +382,7 @@ async fn an_unreachable_backend_did_not_answer() {
     };
     let endpoints = verify::Endpoints {
         prometheus: closed.clone(),
-        ..server.endpoints()
+        ..server.endpoints(LogStore::Loki)
     };
     let target: Target = T2.parse().expect("a trace id");
     let report = verify(
