@@ -6,6 +6,7 @@ mod e2e;
 mod http;
 mod smoke;
 mod stack;
+mod tidy;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -296,38 +296,56 @@ fn compose_tool(ctx: &Ctx) -> Result<Backend> {
     })
 }
 
-/// Validates the compose file with a real compose implementation, and checks that it refuses to
-/// run without an admin password for Grafana (no default credentials).
+/// Validates the compose file, alone and with the Loki option, with a real compose
+/// implementation, and checks that it refuses to run without an admin password for Grafana (no
+/// default credentials) and the Loki override without its profile.
 pub(crate) fn compose_check(ctx: &Ctx) -> Result<()> {
     let tool = compose_tool(ctx)?;
-    let file = ctx.root.join("compose/docker-compose.yml");
-    let config = |password: Option<&str>| {
+    let compose = ctx.root.join("compose");
+    let config = |files: &[&str], profile: Option<&str>, password: Option<&str>| {
         let mut cmd = Command::new(&tool.binary);
-        cmd.arg("-f").arg(&file).args(["config", "--quiet"]);
+        for file in files {
+            cmd.arg("-f").arg(compose.join(file));
+        }
+        if let Some(profile) = profile {
+            cmd.args(["--profile", profile]);
+        }
+        cmd.args(["config", "--quiet"]);
         match password {
             Some(p) => cmd.env("GF_SECURITY_ADMIN_PASSWORD", p),
             None => cmd.env_remove("GF_SECURITY_ADMIN_PASSWORD"),
         };
+        cmd.env_remove("COMPOSE_FILE")
+            .env_remove("COMPOSE_PROFILES");
         cmd.output()
             .with_context(|| format!("cannot run {}", tool.binary.display()))
     };
-    let out = config(Some("compose-check"))?;
-    if !out.status.success() {
-        bail!(
-            "{} is not a valid compose file:\n{}",
-            file.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+    const DEFAULT: &[&str] = &["docker-compose.yml"];
+    const LOKI: &[&str] = &["docker-compose.yml", "loki.yml"];
+    for (files, profile) in [(DEFAULT, None), (LOKI, Some("loki"))] {
+        let out = config(files, profile, Some("compose-check"))?;
+        if !out.status.success() {
+            bail!(
+                "compose/{} is not a valid compose setup:\n{}",
+                files.join(" + compose/"),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let out = config(files, profile, None)?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() || !err.contains("GF_SECURITY_ADMIN_PASSWORD") {
+            bail!(
+                "compose/{} must refuse to run without GF_SECURITY_ADMIN_PASSWORD (no default credentials); it said: {err}",
+                files.join(" + compose/")
+            );
+        }
     }
-    let out = config(None)?;
-    let err = String::from_utf8_lossy(&out.stderr);
-    if out.status.success() || !err.contains("GF_SECURITY_ADMIN_PASSWORD") {
-        bail!(
-            "compose must refuse to run without GF_SECURITY_ADMIN_PASSWORD (no default credentials); it said: {err}"
-        );
+    // The Loki override without its profile would point the collector at a Loki that never runs.
+    if config(LOKI, None, Some("compose-check"))?.status.success() {
+        bail!("compose/loki.yml without --profile loki must be refused");
     }
     eprintln!(
-        "xtask: compose file valid (docker-compose config), and refused without a Grafana password"
+        "xtask: compose files valid (docker-compose config: default and the loki option), refused without a Grafana password, and the loki override refused without its profile"
     );
     Ok(())
 }
