@@ -11,9 +11,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::http::{encode, get_json, logsql, poll};
-use crate::smoke::{BotRun, run_bot};
-use crate::stack::{self, Ctx};
+use crate::bot::{self, BotRun};
+use crate::http::{encode, get_json, jaeger_trace, logsql, poll};
+use crate::stack::{self, Ctx, url};
 
 const ALERT: &str = "InvbotErrorRateHigh";
 /// The rule's `for: 2m`, one evaluation interval, and Alertmanager's grouping wait.
@@ -97,7 +97,7 @@ fn read_post(mut stream: TcpStream) -> Result<String> {
 
 pub(crate) fn alerts_e2e(root: &std::path::Path, ctx: &Ctx) -> Result<()> {
     stack::with_stack(ctx, "alerts-e2e", || {
-        WebhookSink::start("127.0.0.1:9095").and_then(|sink| checks(root, ctx, &sink))
+        WebhookSink::start(url::WEBHOOK_ADDR).and_then(|sink| checks(root, ctx, &sink))
     })
 }
 
@@ -107,7 +107,7 @@ fn checks(root: &std::path::Path, ctx: &Ctx, sink: &WebhookSink) -> Result<()> {
         environment,
         summary,
         ..
-    } = run_bot(
+    } = bot::run(
         root,
         ctx,
         "alerts",
@@ -119,7 +119,7 @@ fn checks(root: &std::path::Path, ctx: &Ctx, sink: &WebhookSink) -> Result<()> {
     );
 
     let severities = poll(FIRING_DEADLINE, || {
-        let v = get_json("http://127.0.0.1:9090/api/v1/alerts")?;
+        let v = get_json(&format!("{}/api/v1/alerts", url::PROMETHEUS))?;
         let firing: Vec<String> = v["data"]["alerts"]
             .as_array()
             .into_iter()
@@ -141,7 +141,8 @@ fn checks(root: &std::path::Path, ctx: &Ctx, sink: &WebhookSink) -> Result<()> {
 
     let delivered = poll(Duration::from_secs(60), || {
         let alerts = get_json(&format!(
-            "http://127.0.0.1:9093/api/v2/alerts?filter={}",
+            "{}/api/v2/alerts?filter={}",
+            url::ALERTMANAGER,
             encode(&format!("alertname=\"{ALERT}\""))
         ))?;
         let in_alertmanager = alerts.as_array().is_some_and(|a| {
@@ -183,7 +184,7 @@ fn checks(root: &std::path::Path, ctx: &Ctx, sink: &WebhookSink) -> Result<()> {
     })
     .context("VictoriaLogs: the bot's alert events with trace ids")?;
     for trace_id in &trace_ids {
-        let trace = get_json(&format!("http://127.0.0.1:16686/api/traces/{trace_id}"))?;
+        let trace = jaeger_trace(trace_id)?;
         let failing = trace["data"][0]["spans"].as_array().is_some_and(|spans| {
             spans.iter().any(|s| {
                 s["operationName"] == "item"

@@ -5,14 +5,14 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::http::{encode, get_json, logsql, poll};
-use crate::smoke::{BotRun, invbot_path, run_bot};
-use crate::stack::{self, Ctx};
+use crate::bot::{self, BotRun};
+use crate::http::{encode, get_json, jaeger_trace, logsql, poll};
+use crate::stack::{self, Ctx, url};
 
 const ROWS: &str = "3000";
 /// How a panel's description marks counters that exist only once something failed.
@@ -27,49 +27,46 @@ pub(crate) fn e2e(root: &Path, ctx: &Ctx) -> Result<()> {
 fn checks(root: &Path, ctx: &Ctx) -> Result<()> {
     let dir = ctx.state.join("e2e");
     std::fs::create_dir_all(&dir)?;
-    crate::cargo(&["build", "--locked", "-p", "invbot"])?;
     let input = dir.join("rows.csv");
+    let generated = Command::new(bot::build(root)?)
+        .args([
+            "generate",
+            "--rows",
+            ROWS,
+            "--seed",
+            "17",
+            "--malformed",
+            "0.01",
+            "--unknown-sku",
+            "0.01",
+            "--output",
+        ])
+        .arg(&input)
+        .status()
+        .context("cannot run invbot generate")?;
+    if !generated.success() {
+        bail!("invbot generate failed ({generated})");
+    }
+    let input = input.display().to_string();
     let BotRun {
         invbot,
         environment,
         summary,
-    } = {
-        let generated = Command::new(invbot_path(root))
-            .args([
-                "generate",
-                "--rows",
-                ROWS,
-                "--seed",
-                "17",
-                "--malformed",
-                "0.01",
-                "--unknown-sku",
-                "0.01",
-                "--output",
-            ])
-            .arg(&input)
-            .status()
-            .context("cannot run invbot generate")?;
-        if !generated.success() {
-            bail!("invbot generate failed ({generated})");
-        }
-        let input = input.display().to_string();
-        run_bot(
-            root,
-            ctx,
-            "e2e",
-            // Retries, and enough failures after them (about 10 %) for the error-rate alert in
-            // the bot and in Prometheus, so the alert panels have something to show.
-            &[
-                "--input",
-                &input,
-                "--api-fault-error-rate",
-                "0.3",
-                "--max-attempts",
-                "2",
-            ],
-        )?
-    };
+    } = bot::run(
+        root,
+        ctx,
+        "e2e",
+        // Retries, and enough failures after them (about 10 %) for the error-rate alert in the
+        // bot and in Prometheus, so the alert panels have something to show.
+        &[
+            "--input",
+            &input,
+            "--api-fault-error-rate",
+            "0.3",
+            "--max-attempts",
+            "2",
+        ],
+    )?;
     let run_id = summary["run_id"]
         .as_str()
         .context("no run id in the summary")?;
@@ -78,23 +75,12 @@ fn checks(root: &Path, ctx: &Ctx) -> Result<()> {
         summary["rows_read"],
         summary["batches"].as_array().map_or(0, Vec::len)
     );
-
-    let out = Command::new(&invbot)
-        .args(["verify", "--run-id", run_id, "--timeout-secs", "120"])
-        .current_dir(ctx.state.join("e2e"))
-        .output()
-        .context("cannot run invbot verify")?;
-    let report = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        bail!(
-            "invbot verify --run-id {run_id} found pillars missing:\n{report}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    eprintln!(
-        "xtask: e2e: invbot verify: {}",
-        report.lines().next().unwrap_or_default()
-    );
+    let verdict = bot::verify_complete(
+        &invbot,
+        &dir,
+        &["--run-id", run_id, "--timeout-secs", "120"],
+    )?;
+    eprintln!("xtask: e2e: invbot verify: {verdict}");
 
     let trace_id = summary["batches"][0]["trace_id"]
         .as_str()
@@ -103,26 +89,24 @@ fn checks(root: &Path, ctx: &Ctx) -> Result<()> {
         environment: environment.clone(),
         trace_id: trace_id.to_owned(),
     };
+    // Queries are polled until 3 minutes from now (the last scrape or log push may still be on
+    // its way, and an alert rule holds for 2 minutes before it fires), then each gets one more
+    // short look.
+    let deadline = Instant::now() + Duration::from_secs(180);
     let mut checked = 0;
     for file in dashboards(root)? {
-        checked += check_dashboard(&file, &vars)?;
+        checked += check_dashboard(&file, &vars, deadline)?;
     }
-    checked += check_datasource_links(root, &vars)?;
+    checked += check_datasource_links(root, &vars, deadline)?;
     eprintln!("xtask: e2e: {checked} dashboard, variable and link queries returned data");
 
     // With the log store gone, verify must say precisely that the logs pillar is what is missing.
     stack::stop_one(ctx, "victorialogs")?;
-    let out = Command::new(&invbot)
-        .args([
-            "verify",
-            "--json",
-            "--trace-id",
-            &vars.trace_id,
-            "--timeout-secs",
-            "5",
-        ])
-        .output()
-        .context("cannot run invbot verify")?;
+    let out = bot::verify(
+        &invbot,
+        &dir,
+        &["--json", "--trace-id", trace_id, "--timeout-secs", "5"],
+    )?;
     let report: Value = serde_json::from_slice(&out.stdout).context("invbot verify --json")?;
     let missing: Vec<&str> = report["missing"]
         .as_array()
@@ -201,7 +185,8 @@ fn has_data(uid: &str, query: &str) -> Result<bool> {
     let (end, start) = (now_secs(), now_secs() - 15 * 60);
     let v = match uid {
         "prometheus" => get_json(&format!(
-            "http://127.0.0.1:9090/api/v1/query_range?query={}&start={start}&end={end}&step=15",
+            "{}/api/v1/query_range?query={}&start={start}&end={end}&step=15",
+            url::PROMETHEUS,
             encode(query)
         ))?,
         "victorialogs" => {
@@ -233,17 +218,12 @@ fn without_display_fallback(query: &str) -> &str {
     trimmed
 }
 
-/// When the checks started: queries are polled until 3 minutes after it (the last scrape or log
-/// push may still be on its way, and an alert rule holds for 2 minutes before it fires), then
-/// each gets one more short look.
-static CHECKS_STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-
-fn require_data(what: &str, uid: &str, queries: &[String]) -> Result<()> {
-    let started = CHECKS_STARTED.get_or_init(std::time::Instant::now);
-    let deadline = Duration::from_secs(180)
-        .saturating_sub(started.elapsed())
+/// Polls `queries` until one returns data or `deadline` passes (then one more short look).
+fn require_data(what: &str, uid: &str, queries: &[String], deadline: Instant) -> Result<()> {
+    let within = deadline
+        .saturating_duration_since(Instant::now())
         .max(Duration::from_secs(5));
-    poll(deadline, || {
+    poll(within, || {
         for q in queries {
             if has_data(uid, q)? {
                 return Ok(Some(()));
@@ -267,7 +247,7 @@ fn uid_of(v: &Value) -> Option<&str> {
     v["datasource"]["uid"].as_str()
 }
 
-fn check_dashboard(file: &Path, vars: &Vars) -> Result<usize> {
+fn check_dashboard(file: &Path, vars: &Vars, deadline: Instant) -> Result<usize> {
     let text = std::fs::read_to_string(file)?;
     let dash: Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
@@ -292,7 +272,7 @@ fn check_dashboard(file: &Path, vars: &Vars) -> Result<usize> {
         let (metric, label) = inner
             .rsplit_once(',')
             .map_or(("", inner), |(m, l)| (m.trim(), l.trim()));
-        let mut url = format!("http://127.0.0.1:9090/api/v1/label/{label}/values");
+        let mut url = format!("{}/api/v1/label/{label}/values", url::PROMETHEUS);
         if !metric.is_empty() {
             url.push_str(&format!("?match[]={}", encode(metric)));
         }
@@ -338,6 +318,7 @@ fn check_dashboard(file: &Path, vars: &Vars) -> Result<usize> {
                 &format!("dashboard {title:?}, panel {panel_title:?}"),
                 uid,
                 &queries,
+                deadline,
             ) {
                 Ok(()) => checked += 1,
                 Err(e) => failures.push(format!("{e:#}")),
@@ -357,7 +338,7 @@ fn check_dashboard(file: &Path, vars: &Vars) -> Result<usize> {
 
 /// The datasources' correlation links: traces → logs and metrics, logs → traces, exemplars →
 /// traces; each must lead somewhere for this run's trace.
-fn check_datasource_links(root: &Path, vars: &Vars) -> Result<usize> {
+fn check_datasource_links(root: &Path, vars: &Vars, deadline: Instant) -> Result<usize> {
     let file = root.join("grafana/provisioning/datasources/datasources.yaml");
     let text = std::fs::read_to_string(&file)
         .with_context(|| format!("cannot read {}", file.display()))?;
@@ -376,6 +357,7 @@ fn check_datasource_links(root: &Path, vars: &Vars) -> Result<usize> {
                 &format!("datasource {name:?}, traces to logs"),
                 uid,
                 &[vars.apply(query, "invbot")],
+                deadline,
             )?;
             checked += 1;
         }
@@ -399,15 +381,13 @@ fn check_datasource_links(root: &Path, vars: &Vars) -> Result<usize> {
                 &format!("datasource {name:?}, traces to metrics {:?}", q["name"]),
                 uid,
                 &[query],
+                deadline,
             )?;
             checked += 1;
         }
         for field in data["derivedFields"].as_array().into_iter().flatten() {
             // A trace_id found in a log line opens that trace in Jaeger.
-            let trace = get_json(&format!(
-                "http://127.0.0.1:16686/api/traces/{}",
-                vars.apply(field["url"].as_str().unwrap_or_default(), "")
-            ))?;
+            let trace = jaeger_trace(&vars.apply(field["url"].as_str().unwrap_or_default(), ""))?;
             if trace["data"].as_array().is_none_or(Vec::is_empty) {
                 bail!(
                     "datasource {name:?}, derived field {:?}: Jaeger has no trace {}",
@@ -429,7 +409,8 @@ fn check_datasource_links(root: &Path, vars: &Vars) -> Result<usize> {
             let found = poll(Duration::from_secs(60), || {
                 let (end, start) = (now_secs(), now_secs() - 15 * 60);
                 let v = get_json(&format!(
-                    "http://127.0.0.1:9090/api/v1/query_exemplars?query={}&start={start}&end={end}",
+                    "{}/api/v1/query_exemplars?query={}&start={start}&end={end}",
+                    url::PROMETHEUS,
                     encode(&query)
                 ))?;
                 let ids: Vec<String> = v["data"]
@@ -440,7 +421,7 @@ fn check_datasource_links(root: &Path, vars: &Vars) -> Result<usize> {
                     .filter_map(|e| e["labels"]["trace_id"].as_str().map(str::to_owned))
                     .collect();
                 for id in ids {
-                    let t = get_json(&format!("http://127.0.0.1:16686/api/traces/{id}"));
+                    let t = jaeger_trace(&id);
                     if t.is_ok_and(|t| t["data"].as_array().is_some_and(|d| !d.is_empty())) {
                         return Ok(Some(id));
                     }

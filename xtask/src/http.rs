@@ -59,6 +59,14 @@ pub(crate) fn get_json(url: &str) -> Result<serde_json::Value> {
     serde_json::from_str(&body).with_context(|| format!("{url}: not JSON"))
 }
 
+/// Jaeger's answer for one trace id (`data` is empty when it has no such trace).
+pub(crate) fn jaeger_trace(trace_id: &str) -> Result<serde_json::Value> {
+    get_json(&format!(
+        "{}/api/traces/{trace_id}",
+        crate::stack::url::JAEGER
+    ))
+}
+
 /// The rows VictoriaLogs finds for a LogsQL `query` over the last `window` (its query API
 /// answers JSON lines, one row each).
 pub(crate) fn logsql(query: &str, window: Duration) -> Result<Vec<serde_json::Value>> {
@@ -66,7 +74,8 @@ pub(crate) fn logsql(query: &str, window: Duration) -> Result<Vec<serde_json::Va
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     let url = format!(
-        "{VICTORIALOGS}/select/logsql/query?query={}&start={}",
+        "{}/select/logsql/query?query={}&start={}",
+        crate::stack::url::VICTORIALOGS,
         encode(query),
         now.saturating_sub(window).as_secs()
     );
@@ -82,9 +91,6 @@ pub(crate) fn logsql(query: &str, window: Duration) -> Result<Vec<serde_json::Va
         .map(|l| serde_json::from_str(l).with_context(|| format!("{url}: not JSON lines")))
         .collect()
 }
-
-/// VictoriaLogs' query API on the native stack.
-pub(crate) const VICTORIALOGS: &str = "http://127.0.0.1:9428";
 
 fn dechunk(mut body: &str) -> Result<String> {
     let mut out = String::new();

@@ -2,6 +2,7 @@
 
 mod alerts;
 mod alerts_e2e;
+mod bot;
 mod e2e;
 mod http;
 mod smoke;
@@ -13,30 +14,127 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-const USAGE: &str = "usage: cargo xtask <task>
+/// One command: its name, what it does (as usage shows it), and what runs it.
+struct Task {
+    name: &'static str,
+    about: &'static str,
+    run: fn(&Path, &[String]) -> Result<()>,
+}
 
-tasks:
-  ci              what CI runs: cargo fmt --check, clippy -D warnings, the workspace tests
-                  (--locked), then compose-check, alerts-check, smoke, e2e and alerts-e2e
-  stack install   build or install the backends once, into ~/.cache/inventory-pipeline
-                  ($INV_STACK_CACHE), keyed by version (compose/.env)
-  stack up        start them on 127.0.0.1, data under .stack/ ($INV_STACK_STATE); returns when
-                  every health endpoint answers
-  stack status    each backend, up or not, with its URL
-  stack logs      where each backend's log is
-  stack down      stop the processes `stack up` started
-  smoke           stack up, one bot run exporting to the collector, check Jaeger, Loki and
-                  Prometheus over their APIs, stack down
-  alerts-check    promtool check/test the alert rules, amtool check the Alertmanager config
-                  and its routing
-  e2e             stack up, a generated batch with fault injection, invbot verify on the run,
-                  then every Grafana dashboard, variable and datasource-link query against
-                  the live backends must return data; stack down
-  alerts-e2e      stack up, a bot run with half its calls failing: the error-rate alert must
-                  fire in Prometheus, reach Alertmanager and the webhook, and the bot's own
-                  alert events must be in Loki in failing traces; stack down
-  compose-check   validate compose/docker-compose.yml with Docker Compose's `config` (built
-                  by stack install; needs no Docker engine)";
+/// Every task, declared once: dispatch and every usage text come from here.
+const TASKS: &[Task] = &[
+    Task {
+        name: "ci",
+        about: "what CI runs: cargo fmt --check, clippy -D warnings, the workspace tests \
+                (--locked), then compose-check, alerts-check, smoke, e2e and alerts-e2e",
+        run: |root, _| ci(root),
+    },
+    Task {
+        name: "stack",
+        about: "the native backends on 127.0.0.1: stack <install|up|status|logs|down> \
+                (`cargo xtask stack --help`)",
+        run: |root, args| dispatch(root, "stack ", STACK, args),
+    },
+    Task {
+        name: "smoke",
+        about: "stack up, one bot run exporting to the collector, invbot verify on its trace \
+                (Jaeger, VictoriaLogs, Prometheus), stack down",
+        run: |root, _| smoke::smoke(root, &stack::Ctx::new(root)?),
+    },
+    Task {
+        name: "alerts-check",
+        about: "promtool check/test the alert rules, amtool check the Alertmanager config and \
+                its routing",
+        run: |root, _| alerts::alerts_check(root),
+    },
+    Task {
+        name: "e2e",
+        about: "stack up, a generated batch with fault injection, invbot verify on the run, then \
+                every Grafana dashboard, variable and datasource-link query against the live \
+                backends must return data; with VictoriaLogs stopped verify must name only the \
+                logs pillar; stack down",
+        run: |root, _| e2e::e2e(root, &stack::Ctx::new(root)?),
+    },
+    Task {
+        name: "alerts-e2e",
+        about: "stack up, a bot run with half its calls failing: the error-rate alert must fire \
+                in Prometheus, reach Alertmanager and the webhook, and the bot's own alert events \
+                must be in VictoriaLogs in failing traces; stack down",
+        run: |root, _| alerts_e2e::alerts_e2e(root, &stack::Ctx::new(root)?),
+    },
+    Task {
+        name: "compose-check",
+        about: "validate compose/docker-compose.yml, alone and with the loki option, with Docker \
+                Compose's `config` (built by stack install; needs no Docker engine)",
+        run: |root, _| {
+            let ctx = stack::Ctx::new(root)?;
+            stack::install(&ctx)?;
+            stack::compose_check(&ctx)
+        },
+    },
+];
+
+/// `stack`'s subcommands, declared once in the same way.
+const STACK: &[Task] = &[
+    Task {
+        name: "install",
+        about: "build or install the backends once, into ~/.cache/inventory-pipeline \
+                ($INV_STACK_CACHE), keyed by version (compose/.env)",
+        run: |root, _| stack::install(&stack::Ctx::new(root)?),
+    },
+    Task {
+        name: "up",
+        about: "start them on 127.0.0.1, data under .stack/ ($INV_STACK_STATE); returns when \
+                every health endpoint answers",
+        run: |root, _| stack::up(&stack::Ctx::new(root)?),
+    },
+    Task {
+        name: "status",
+        about: "each backend, up or not, with its URL (fails unless all are up)",
+        run: |root, _| {
+            if stack::status(&stack::Ctx::new(root)?)? {
+                Ok(())
+            } else {
+                bail!("not every backend is up")
+            }
+        },
+    },
+    Task {
+        name: "logs",
+        about: "where each backend's log is",
+        run: |root, _| stack::logs(&stack::Ctx::new(root)?),
+    },
+    Task {
+        name: "down",
+        about: "stop the processes `stack up` started",
+        run: |root, _| stack::down(&stack::Ctx::new(root)?),
+    },
+];
+
+/// The usage of a list of commands under `prefix`, each described once.
+fn usage(prefix: &str, tasks: &[Task]) -> String {
+    let mut out = format!("usage: cargo xtask {prefix}<task>\n\ntasks:\n");
+    for t in tasks {
+        out.push_str(&format!("  {:<15}", t.name));
+        // Wrapped to 96 columns, continued under the text.
+        let mut width = 17;
+        for word in t.about.split_whitespace() {
+            if width + 1 + word.len() > 96 {
+                out.push_str(&format!("\n{:17}", ""));
+                width = 17;
+            }
+            out.push(' ');
+            out.push_str(word);
+            width += 1 + word.len();
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn is_help(arg: Option<&str>) -> bool {
+    matches!(arg, Some("-h" | "--help" | "help"))
+}
 
 fn main() {
     if let Err(e) = run() {
@@ -46,33 +144,31 @@ fn main() {
 }
 
 fn run() -> Result<()> {
-    let task = std::env::args().nth(1);
-    let args: Vec<String> = std::env::args().skip(2).collect();
-    match task.as_deref() {
-        Some("ci") => ci(),
-        Some("stack") => stack_task(args.first().map(String::as_str)),
-        Some("smoke") => smoke::smoke(&root(), &stack::Ctx::new(&root())?),
-        Some("alerts-check") => alerts::alerts_check(&root()),
-        Some("e2e") => e2e::e2e(&root(), &stack::Ctx::new(&root())?),
-        Some("alerts-e2e") => alerts_e2e::alerts_e2e(&root(), &stack::Ctx::new(&root())?),
-        Some("compose-check") => {
-            let ctx = stack::Ctx::new(&root())?;
-            stack::install(&ctx)?;
-            stack::compose_check(&ctx)
-        }
-        Some("-h" | "--help") => {
-            println!("{USAGE}");
-            Ok(())
-        }
-        Some(other) => {
-            eprintln!("{USAGE}");
-            bail!("unknown task {other:?}")
-        }
-        None => {
-            eprintln!("{USAGE}");
-            bail!("no task given")
-        }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    dispatch(&root(), "", TASKS, &args)
+}
+
+/// Runs the task `args[0]` of `tasks` with the rest of `args`; `--help` prints the list's usage,
+/// `<task> --help` that task's (a task with subcommands, such as `stack`, answers for itself).
+fn dispatch(root: &Path, prefix: &str, tasks: &[Task], args: &[String]) -> Result<()> {
+    let name = args.first().map(String::as_str);
+    if is_help(name) {
+        print!("{}", usage(prefix, tasks));
+        return Ok(());
     }
+    let Some(task) = tasks.iter().find(|t| Some(t.name) == name) else {
+        eprint!("{}", usage(prefix, tasks));
+        match name {
+            Some(other) => bail!("unknown task {prefix}{other:?}"),
+            None => bail!("no task given"),
+        }
+    };
+    let rest = &args[1..];
+    if is_help(rest.first().map(String::as_str)) && task.name != "stack" {
+        println!("usage: cargo xtask {prefix}{}\n\n{}", task.name, task.about);
+        return Ok(());
+    }
+    (task.run)(root, rest)
 }
 
 /// The workspace root: xtask lives one level below it.
@@ -81,27 +177,6 @@ fn root() -> PathBuf {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
-}
-
-fn stack_task(sub: Option<&str>) -> Result<()> {
-    let ctx = stack::Ctx::new(&root())?;
-    match sub {
-        Some("install") => stack::install(&ctx),
-        Some("up") => stack::up(&ctx),
-        Some("down") => stack::down(&ctx),
-        Some("logs") => stack::logs(&ctx),
-        Some("status") => {
-            if stack::status(&ctx)? {
-                Ok(())
-            } else {
-                bail!("not every backend is up")
-            }
-        }
-        _ => {
-            eprintln!("{USAGE}");
-            bail!("usage: cargo xtask stack install|up|status|logs|down")
-        }
-    }
 }
 
 fn cargo(args: &[&str]) -> Result<()> {
@@ -118,7 +193,7 @@ fn cargo(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-fn ci() -> Result<()> {
+fn ci(root: &Path) -> Result<()> {
     cargo(&["fmt", "--all", "--check"])?;
     cargo(&[
         "clippy",
@@ -130,13 +205,13 @@ fn ci() -> Result<()> {
         "warnings",
     ])?;
     cargo(&["test", "--workspace", "--locked"])?;
-    let ctx = stack::Ctx::new(&root())?;
+    let ctx = stack::Ctx::new(root)?;
     stack::install(&ctx)?;
     stack::compose_check(&ctx)?;
-    alerts::alerts_check(&root())?;
-    smoke::smoke(&root(), &ctx)?;
-    e2e::e2e(&root(), &ctx)?;
-    alerts_e2e::alerts_e2e(&root(), &ctx)?;
+    alerts::alerts_check(root)?;
+    smoke::smoke(root, &ctx)?;
+    e2e::e2e(root, &ctx)?;
+    alerts_e2e::alerts_e2e(root, &ctx)?;
     eprintln!("xtask: ci passed");
     Ok(())
 }

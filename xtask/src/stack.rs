@@ -73,6 +73,24 @@ fn home() -> Result<PathBuf> {
         .context("HOME is not set; set INV_STACK_CACHE to choose the build cache")
 }
 
+/// Where the native backends answer: the one place their addresses are written for the stack
+/// and the checks that query them (the config files say the same ports; compose uses service
+/// names).
+pub(crate) mod url {
+    pub(crate) const JAEGER: &str = "http://127.0.0.1:16686";
+    pub(crate) const VICTORIALOGS: &str = "http://127.0.0.1:9428";
+    pub(crate) const PROMETHEUS: &str = "http://127.0.0.1:9090";
+    pub(crate) const ALERTMANAGER: &str = "http://127.0.0.1:9093";
+    pub(crate) const COLLECTOR_OTLP: &str = "http://127.0.0.1:4317";
+    /// Where Alertmanager posts its notifications (alertmanager/alertmanager.yml).
+    pub(crate) const WEBHOOK_ADDR: &str = "127.0.0.1:9095";
+}
+
+/// `host:port` of a URL, for a backend's listen flag.
+fn listen(url: &str) -> &str {
+    url.trim_start_matches("http://")
+}
+
 /// Go modules that nothing here may require, build or download: they are under the AGPL (the
 /// machines' Go module list marks them not to be used). Loki runs only as a compose option, from
 /// its image, which the user pulls.
@@ -121,8 +139,10 @@ struct Backend {
     name: &'static str,
     binary: PathBuf,
     args: Vec<String>,
-    health: &'static str,
-    url: &'static str,
+    /// The URL that answers 200 once the backend is ready.
+    health: String,
+    /// Where users reach it, as `stack status` shows it.
+    shown: String,
     install: Install,
 }
 
@@ -162,8 +182,8 @@ fn backends(ctx: &Ctx) -> Result<Vec<Backend>> {
                 .join(format!("jaeger-{}", jaeger.trim_start_matches('v')))
                 .join("jaeger"),
             args: vec![format!("--config={root}/jaeger/config.yaml")],
-            health: "http://127.0.0.1:13134/status",
-            url: "http://127.0.0.1:16686",
+            health: "http://127.0.0.1:13134/status".into(),
+            shown: url::JAEGER.into(),
             install: Install::GoModule {
                 dir: "jaeger",
                 package: "github.com/jaegertracing/jaeger/cmd/jaeger",
@@ -181,12 +201,12 @@ fn backends(ctx: &Ctx) -> Result<Vec<Backend>> {
                 .join(format!("victorialogs-{}", vlogs.trim_start_matches('v')))
                 .join("victoria-logs"),
             args: vec![
-                "-httpListenAddr=127.0.0.1:9428".into(),
+                format!("-httpListenAddr={}", listen(url::VICTORIALOGS)),
                 format!("-storageDataPath={data}/victorialogs"),
                 "-retentionPeriod=7d".into(),
             ],
-            health: "http://127.0.0.1:9428/health",
-            url: "http://127.0.0.1:9428 (vmui: /select/vmui/)",
+            health: format!("{}/health", url::VICTORIALOGS),
+            shown: format!("{} (vmui: /select/vmui/)", url::VICTORIALOGS),
             install: Install::GoGet {
                 package: "github.com/VictoriaMetrics/VictoriaLogs/app/victoria-logs",
                 version: vlogs.to_owned(),
@@ -201,12 +221,12 @@ fn backends(ctx: &Ctx) -> Result<Vec<Backend>> {
             args: vec![
                 format!("--config.file={root}/prometheus/prometheus.yml"),
                 format!("--storage.tsdb.path={data}/prometheus"),
-                "--web.listen-address=127.0.0.1:9090".into(),
+                format!("--web.listen-address={}", listen(url::PROMETHEUS)),
                 "--enable-feature=exemplar-storage".into(),
                 "--web.enable-lifecycle".into(),
             ],
-            health: "http://127.0.0.1:9090/-/ready",
-            url: "http://127.0.0.1:9090",
+            health: format!("{}/-/ready", url::PROMETHEUS),
+            shown: url::PROMETHEUS.into(),
             install: Install::Apt {
                 package: "prometheus",
             },
@@ -217,11 +237,11 @@ fn backends(ctx: &Ctx) -> Result<Vec<Backend>> {
             args: vec![
                 format!("--config.file={root}/alertmanager/alertmanager.yml"),
                 format!("--storage.path={data}/alertmanager"),
-                "--web.listen-address=127.0.0.1:9093".into(),
+                format!("--web.listen-address={}", listen(url::ALERTMANAGER)),
                 "--cluster.listen-address=".into(),
             ],
-            health: "http://127.0.0.1:9093/-/ready",
-            url: "http://127.0.0.1:9093",
+            health: format!("{}/-/ready", url::ALERTMANAGER),
+            shown: url::ALERTMANAGER.into(),
             install: Install::Apt {
                 package: "prometheus-alertmanager",
             },
@@ -233,8 +253,11 @@ fn backends(ctx: &Ctx) -> Result<Vec<Backend>> {
                 .join(format!("otelcol-{otel}"))
                 .join("otelcol-inv"),
             args: vec![format!("--config={root}/otel-collector/config.yaml")],
-            health: "http://127.0.0.1:13133/",
-            url: "http://127.0.0.1:4317 (OTLP gRPC), :4318 (HTTP), :8889 (Prometheus exporter)",
+            health: "http://127.0.0.1:13133/".into(),
+            shown: format!(
+                "{} (OTLP gRPC), :4318 (HTTP), :8889 (Prometheus exporter)",
+                url::COLLECTOR_OTLP
+            ),
             install: Install::Collector { version: otel },
         },
     ])
@@ -285,8 +308,8 @@ fn compose_tool(ctx: &Ctx) -> Result<Backend> {
             .join(format!("docker-compose-{version}"))
             .join("docker-compose"),
         args: Vec::new(),
-        health: "",
-        url: "",
+        health: String::new(),
+        shown: String::new(),
         install: Install::GoModule {
             dir: "compose",
             package: "github.com/docker/compose/v5/cmd",
@@ -523,7 +546,7 @@ fn read_pid(ctx: &Ctx, b: &Backend) -> Option<u32> {
 }
 
 fn healthy(b: &Backend) -> bool {
-    http::get(b.health).is_ok_and(|(status, _)| status == 200)
+    http::get(&b.health).is_ok_and(|(status, _)| status == 200)
 }
 
 fn tail(path: &Path, lines: usize) -> String {
@@ -597,7 +620,7 @@ pub(crate) fn up(ctx: &Ctx) -> Result<()> {
                 }
                 std::thread::sleep(Duration::from_millis(250));
             }
-            eprintln!("xtask: {:<15} up  {}", b.name, b.url);
+            eprintln!("xtask: {:<15} up  {}", b.name, b.shown);
         }
         Ok(())
     })();
@@ -678,7 +701,7 @@ pub(crate) fn status(ctx: &Ctx) -> Result<bool> {
             (None, false) => "down".into(),
         };
         all_up &= state.starts_with("up");
-        println!("{:<15} {:<34} {}", b.name, state, b.url);
+        println!("{:<15} {:<34} {}", b.name, state, b.shown);
     }
     Ok(all_up)
 }

@@ -3,19 +3,139 @@
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
+    use std::collections::BTreeSet;
+    use std::path::{Path, PathBuf};
 
     use serde_json::Value;
 
+    fn repo() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    }
+
+    fn text(relative: &str) -> String {
+        let path = repo().join(relative);
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+    }
+
     fn yaml(relative: &str) -> Value {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join(relative);
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
         let v: serde_yaml_ng::Value =
-            serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{relative}: {e}"));
+            serde_yaml_ng::from_str(&text(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"));
         serde_json::to_value(v).expect("YAML as JSON")
+    }
+
+    /// Every `host:port` string under `v`, with the host replaced by what `host` returns.
+    fn map_targets(v: &mut Value, host: &mut impl FnMut(&str) -> String) {
+        match v {
+            Value::String(s) => {
+                if let Some((h, port)) = s.rsplit_once(':')
+                    && !port.is_empty()
+                    && port.bytes().all(|b| b.is_ascii_digit())
+                {
+                    *s = format!("{}:{port}", host(h));
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|i| map_targets(i, host)),
+            Value::Object(map) => map.values_mut().for_each(|i| map_targets(i, host)),
+            _ => {}
+        }
+    }
+
+    /// Prometheus cannot expand variables, so compose mounts a twin of the native config: the
+    /// same in everything but the targets' hosts, which must be compose services.
+    #[test]
+    fn the_compose_prometheus_config_differs_only_by_target_hosts() {
+        let native = yaml("prometheus/prometheus.yml");
+        let mut compose = yaml("prometheus/prometheus.compose.yml");
+        let services: BTreeSet<String> = yaml("compose/docker-compose.yml")["services"]
+            .as_object()
+            .expect("compose services")
+            .keys()
+            .cloned()
+            .collect();
+        let mut hosts = BTreeSet::new();
+        map_targets(&mut compose, &mut |h| {
+            hosts.insert(h.to_owned());
+            "127.0.0.1".to_owned()
+        });
+        assert_eq!(
+            native, compose,
+            "prometheus.compose.yml must be prometheus.yml with other target hosts"
+        );
+        let unknown: Vec<&String> = hosts
+            .iter()
+            .filter(|h| *h != "localhost" && !services.contains(*h))
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "targets that are not compose services: {unknown:?}"
+        );
+    }
+
+    /// The Collector Builder manifest names a version per component; every one of them (and the
+    /// distribution's) is the collector version pinned in compose/.env, and the stable modules
+    /// (v1.x) share one version.
+    #[test]
+    fn the_collector_manifest_builds_the_pinned_version() {
+        let env = text("compose/.env");
+        let pinned = env
+            .lines()
+            .find_map(|l| l.strip_prefix("OTELCOL_VERSION="))
+            .expect("OTELCOL_VERSION in compose/.env")
+            .trim();
+        let manifest = yaml("otel-collector/builder-config.yaml");
+        assert_eq!(manifest["dist"]["version"], pinned);
+        let mut stable = BTreeSet::new();
+        let mut components = 0;
+        for list in manifest.as_object().expect("a manifest").values() {
+            for entry in list.as_array().into_iter().flatten() {
+                let gomod = entry["gomod"].as_str().expect("a gomod line");
+                let (module, version) = gomod.rsplit_once(' ').expect("module and version");
+                components += 1;
+                if version.starts_with("v1.") {
+                    stable.insert(version.to_owned());
+                } else {
+                    assert_eq!(version, format!("v{pinned}"), "{module}");
+                }
+            }
+        }
+        assert!(components > 10, "{components} components read");
+        assert_eq!(stable.len(), 1, "the stable modules' versions: {stable:?}");
+    }
+
+    /// ARCHITECTURE.md: crates/telemetry is the only crate that touches the OTel SDK, the OTLP
+    /// exporter and tracing-subscriber; everything else uses `tracing` and the OTel API.
+    #[test]
+    fn only_the_telemetry_crate_depends_on_the_sdk() {
+        const SDK: [&str; 6] = [
+            "opentelemetry_sdk",
+            "opentelemetry-otlp",
+            "opentelemetry-appender-tracing",
+            "opentelemetry-prometheus",
+            "tracing-opentelemetry",
+            "tracing-subscriber",
+        ];
+        let mut manifests: Vec<PathBuf> = std::fs::read_dir(repo().join("crates"))
+            .expect("crates/")
+            .flatten()
+            .map(|e| e.path().join("Cargo.toml"))
+            .collect();
+        manifests.push(repo().join("xtask/Cargo.toml"));
+        let mut offenders = Vec::new();
+        for manifest in &manifests {
+            if manifest.parent().is_some_and(|d| d.ends_with("telemetry")) {
+                continue;
+            }
+            let toml = std::fs::read_to_string(manifest).expect("a Cargo.toml");
+            for line in toml.lines() {
+                let key = line.split(['=', '.', ' ']).next().unwrap_or_default();
+                if SDK.contains(&key) {
+                    offenders.push(format!("{}: {line}", manifest.display()));
+                }
+            }
+        }
+        assert!(manifests.len() > 4, "{manifests:?}");
+        assert!(offenders.is_empty(), "{offenders:#?}");
     }
 
     /// The datasources with Jaeger's traces-to-logs link taken out, keyed by uid.
