@@ -85,8 +85,12 @@ pub(crate) fn alerts_check(root: &Path) -> Result<()> {
                 &format!("--config.file={routes}"),
                 &format!("--verify.receivers={receiver}"),
                 &format!("severity={severity}"),
-                "alertname=InvbotErrorRateHigh",
-                "service_name=invbot",
+                &format!("alertname={}", names::alert::ERROR_RATE_HIGH),
+                &format!(
+                    "{}={}",
+                    names::prometheus::label::SERVICE_NAME,
+                    names::service::BOT
+                ),
             ],
             &[],
         )?;

@@ -15,7 +15,9 @@ use crate::bot::{self, BotRun};
 use crate::http::{encode, get_json, jaeger_trace, logsql, poll};
 use crate::stack::{self, Ctx, url};
 
-const ALERT: &str = "InvbotErrorRateHigh";
+const ALERT: &str = names::alert::ERROR_RATE_HIGH;
+/// The environment label of the bot's series and alerts.
+const ENVIRONMENT: &str = names::prometheus::label::DEPLOYMENT_ENVIRONMENT_NAME;
 /// The rule's `for: 2m`, one evaluation interval, and Alertmanager's grouping wait.
 const FIRING_DEADLINE: Duration = Duration::from_secs(240);
 
@@ -126,7 +128,7 @@ fn checks(root: &std::path::Path, ctx: &Ctx, sink: &WebhookSink) -> Result<()> {
             .flatten()
             .filter(|a| {
                 a["labels"]["alertname"] == ALERT
-                    && a["labels"]["deployment_environment_name"] == environment.as_str()
+                    && a["labels"][ENVIRONMENT] == environment.as_str()
                     && a["state"] == "firing"
             })
             .filter_map(|a| a["labels"]["severity"].as_str().map(str::to_owned))
@@ -147,7 +149,7 @@ fn checks(root: &std::path::Path, ctx: &Ctx, sink: &WebhookSink) -> Result<()> {
         ))?;
         let in_alertmanager = alerts.as_array().is_some_and(|a| {
             a.iter()
-                .any(|a| a["labels"]["deployment_environment_name"] == environment.as_str())
+                .any(|a| a["labels"][ENVIRONMENT] == environment.as_str())
         });
         let posted = sink.bodies().into_iter().find(|body| {
             serde_json::from_str::<Value>(body).is_ok_and(|v| {
@@ -155,8 +157,7 @@ fn checks(root: &std::path::Path, ctx: &Ctx, sink: &WebhookSink) -> Result<()> {
                     && v["alerts"].as_array().is_some_and(|a| {
                         a.iter().any(|a| {
                             a["labels"]["alertname"] == ALERT
-                                && a["labels"]["deployment_environment_name"]
-                                    == environment.as_str()
+                                && a["labels"][ENVIRONMENT] == environment.as_str()
                         })
                     })
             })
@@ -172,7 +173,9 @@ fn checks(root: &std::path::Path, ctx: &Ctx, sink: &WebhookSink) -> Result<()> {
     // The bot's own threshold event, same name, in the log store, inside a failing transaction's
     // trace.
     let query = format!(
-        r#"{{service.name="invbot", deployment.environment.name="{environment}"}} event:=alert alertname:={ALERT} alertstate:=firing | fields trace_id"#
+        r#"{{service.name="{bot}", deployment.environment.name="{environment}"}} event:={alert_event} alertname:={ALERT} alertstate:=firing | fields trace_id"#,
+        bot = names::service::BOT,
+        alert_event = names::event::ALERT,
     );
     let trace_ids = poll(Duration::from_secs(60), || {
         let ids: Vec<String> = logsql(&query, Duration::from_secs(3600))?
@@ -187,7 +190,7 @@ fn checks(root: &std::path::Path, ctx: &Ctx, sink: &WebhookSink) -> Result<()> {
         let trace = jaeger_trace(trace_id)?;
         let failing = trace["data"][0]["spans"].as_array().is_some_and(|spans| {
             spans.iter().any(|s| {
-                s["operationName"] == "item"
+                s["operationName"] == names::span::ITEM
                     && s["tags"].as_array().is_some_and(|tags| {
                         tags.iter()
                             .any(|t| t["key"] == "error" && t["value"] == true)

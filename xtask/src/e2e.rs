@@ -234,7 +234,7 @@ fn require_data(what: &str, uid: &str, queries: &[String], deadline: Instant) ->
     .with_context(|| format!("{what}: no data from {uid} for {}", queries.join("  |  ")))
 }
 
-fn panels(v: &Value) -> Vec<&Value> {
+pub(crate) fn panels(v: &Value) -> Vec<&Value> {
     let mut out = Vec::new();
     for p in v["panels"].as_array().into_iter().flatten() {
         out.push(p);
@@ -252,7 +252,7 @@ fn check_dashboard(file: &Path, vars: &Vars, deadline: Instant) -> Result<usize>
     let dash: Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
     let title = dash["title"].as_str().unwrap_or("untitled").to_owned();
-    let services = ["invbot", "inventory-api"];
+    let services = [names::service::BOT, names::service::API];
     let mut checked = 0;
     let mut failures = Vec::new();
     for var in dash["templating"]["list"].as_array().into_iter().flatten() {
@@ -356,7 +356,7 @@ fn check_datasource_links(root: &Path, vars: &Vars, deadline: Instant) -> Result
             require_data(
                 &format!("datasource {name:?}, traces to logs"),
                 uid,
-                &[vars.apply(query, "invbot")],
+                &[vars.apply(query, names::service::BOT)],
                 deadline,
             )?;
             checked += 1;
@@ -374,8 +374,8 @@ fn check_datasource_links(root: &Path, vars: &Vars, deadline: Instant) -> Result
                 .unwrap_or_default();
             // Span variables are filled from the run's bot spans.
             let query = vars
-                .apply(query, "invbot")
-                .replace("${__span.name}", "batch")
+                .apply(query, names::service::BOT)
+                .replace("${__span.name}", names::span::BATCH)
                 .replace("${__span.tags}", "");
             require_data(
                 &format!("datasource {name:?}, traces to metrics {:?}", q["name"]),
@@ -403,7 +403,9 @@ fn check_datasource_links(root: &Path, vars: &Vars, deadline: Instant) -> Result
         {
             // Some exemplar of the run's services must name a trace Jaeger has.
             let query = format!(
-                r#"traces_span_metrics_duration_seconds_bucket{{deployment_environment_name="{}"}}"#,
+                r#"{}_bucket{{{}="{}"}}"#,
+                names::prometheus::spanmetrics::DURATION,
+                names::prometheus::label::DEPLOYMENT_ENVIRONMENT_NAME,
                 vars.environment
             );
             let found = poll(Duration::from_secs(60), || {

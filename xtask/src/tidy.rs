@@ -138,6 +138,149 @@ mod tests {
         assert!(offenders.is_empty(), "{offenders:#?}");
     }
 
+    /// Every PromQL expression the alert rules, the dashboards and the datasource links hold.
+    fn promql_expressions() -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let rules_dir = repo().join("prometheus/rules");
+        for entry in std::fs::read_dir(&rules_dir)
+            .expect("prometheus/rules")
+            .flatten()
+        {
+            let file = format!("prometheus/rules/{}", entry.file_name().to_string_lossy());
+            for group in yaml(&file)["groups"].as_array().into_iter().flatten() {
+                for rule in group["rules"].as_array().into_iter().flatten() {
+                    if let Some(expr) = rule["expr"].as_str() {
+                        out.push((file.clone(), expr.to_owned()));
+                    }
+                }
+            }
+        }
+        for entry in std::fs::read_dir(repo().join("grafana/dashboards"))
+            .expect("grafana/dashboards")
+            .flatten()
+        {
+            let file = format!("grafana/dashboards/{}", entry.file_name().to_string_lossy());
+            let dash: Value = serde_json::from_str(&text(&file)).expect("a dashboard");
+            for panel in crate::e2e::panels(&dash) {
+                for t in panel["targets"].as_array().into_iter().flatten() {
+                    if t["datasource"]["uid"] == "prometheus"
+                        && let Some(expr) = t["expr"].as_str()
+                    {
+                        out.push((file.clone(), expr.to_owned()));
+                    }
+                }
+            }
+            for var in dash["templating"]["list"].as_array().into_iter().flatten() {
+                if let Some(q) = var["query"].as_str().or(var["query"]["query"].as_str()) {
+                    out.push((file.clone(), q.to_owned()));
+                }
+            }
+        }
+        let file = "grafana/provisioning/datasources/datasources.yaml";
+        for ds in yaml(file)["datasources"].as_array().into_iter().flatten() {
+            let queries = ds["jsonData"]["tracesToMetrics"]["queries"].as_array();
+            for q in queries.into_iter().flatten() {
+                if let Some(query) = q["query"].as_str() {
+                    out.push((file.to_owned(), query.to_owned()));
+                }
+            }
+        }
+        out
+    }
+
+    /// The metric names an expression selects among those with the prefixes the bot and the API
+    /// own, without label names (before a matcher, or in `by (...)`) and recording rules.
+    fn our_metrics_in(expr: &str) -> Vec<String> {
+        const OURS: [&str; 6] = [
+            "invbot_",
+            "http_server_",
+            "http_client_",
+            "db_client_",
+            "process_",
+            "system_",
+        ];
+        let grouped: BTreeSet<&str> = expr
+            .split("by (")
+            .skip(1)
+            .chain(expr.split("by(").skip(1))
+            .filter_map(|rest| rest.split(')').next())
+            .flat_map(|labels| labels.split(',').map(str::trim))
+            .collect();
+        let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+        let mut out = Vec::new();
+        let mut rest = expr;
+        while let Some(start) = rest.find(|c: char| c.is_ascii_alphabetic() || c == '_') {
+            let tail = &rest[start..];
+            let len = tail.find(|c: char| !is_ident(c)).unwrap_or(tail.len());
+            let (token, after) = tail.split_at(len);
+            let matcher = after.trim_start().starts_with(['=', '!']);
+            if OURS.iter().any(|p| token.starts_with(p))
+                && !token.contains(':')
+                && !matcher
+                && !grouped.contains(token)
+            {
+                out.push(token.to_owned());
+            }
+            rest = after;
+        }
+        out
+    }
+
+    /// The one vocabulary holds: every metric the code emits is shown by a dashboard or used by
+    /// a rule, in its Prometheus form; every PromQL expression names only metrics the code emits
+    /// (among those with the code's prefixes); every alert of the bot is a Prometheus rule.
+    #[test]
+    fn rules_and_dashboards_use_the_metrics_the_code_emits() {
+        let exprs = promql_expressions();
+        assert!(exprs.len() > 50, "{} expressions read", exprs.len());
+        let known: BTreeSet<&str> = names::metric::ALL.iter().map(|m| m.prometheus).collect();
+        let mut used = BTreeSet::new();
+        let mut unknown = Vec::new();
+        for (file, expr) in &exprs {
+            for token in our_metrics_in(expr) {
+                let base = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| token.strip_suffix(s))
+                    .filter(|b| known.contains(b))
+                    .unwrap_or(&token);
+                if known.contains(base) {
+                    used.insert(base.to_owned());
+                } else {
+                    unknown.push(format!("{file}: {token}"));
+                }
+            }
+        }
+        assert!(
+            unknown.is_empty(),
+            "metrics no code emits (not in names::metric::ALL): {unknown:#?}"
+        );
+        let unused: Vec<&&str> = known.iter().filter(|m| !used.contains(**m)).collect();
+        assert!(
+            unused.is_empty(),
+            "metrics no dashboard or rule shows: {unused:?}"
+        );
+        let rules: String = ["inventory", "backends", "telemetry-pipeline"]
+            .iter()
+            .map(|f| text(&format!("prometheus/rules/{f}.yml")))
+            .collect();
+        for alert in names::alert::ALL {
+            assert!(
+                rules.contains(&format!("- alert: {alert}\n")),
+                "the bot's alert {alert} has no Prometheus rule"
+            );
+        }
+    }
+
+    #[test]
+    fn label_names_and_recording_rules_are_not_metrics() {
+        assert_eq!(
+            our_metrics_in(
+                r#"sum by (system_memory_state) (system_memory_usage_bytes{process_pid="1"}) / inventory:process_live:5m"#
+            ),
+            ["system_memory_usage_bytes"]
+        );
+    }
+
     /// The datasources with Jaeger's traces-to-logs link taken out, keyed by uid.
     fn without_logs_link(mut file: Value) -> (Vec<Value>, Value) {
         let mut link = Value::Null;

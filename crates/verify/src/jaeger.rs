@@ -5,15 +5,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
+use names::{attr, service, span};
+use opentelemetry_semantic_conventions::resource;
 use serde::{Deserialize, Serialize};
-use telemetry::names::{service, span};
 
 use crate::http::Http;
 use crate::report::{add_counts, counts};
 use crate::{Backend, Pillar, QueryError, Scope, Target};
 
-/// The span attribute that ties a batch trace to its run.
-const RUN_ID_TAG: &str = "run_id";
 /// Most traces a run search returns; a run of the built-in sample has about 50 batches.
 const RUN_TRACE_LIMIT: usize = 1000;
 
@@ -35,7 +34,7 @@ impl Jaeger {
             Target::Trace(id) => self.http.find(&format!("/api/traces/{id}"), &[]).await?,
             Target::Run(run_id) => {
                 let window = scope.window();
-                let tags = serde_json::json!({ RUN_ID_TAG: run_id }).to_string();
+                let tags = serde_json::json!({ attr::RUN_ID: run_id }).to_string();
                 // `lookback` is only the UI's: the API takes start and end, in microseconds.
                 let query = [
                     ("service", service::BOT.to_owned()),
@@ -184,8 +183,9 @@ impl Pillar for TracesReport {
             out.push(match &self.target {
                 Target::Trace(id) => format!("traces: Jaeger has no trace {id}"),
                 Target::Run(run_id) => format!(
-                    "traces: Jaeger has no {} trace with {RUN_ID_TAG}={run_id}",
-                    service::BOT
+                    "traces: Jaeger has no {} trace with {}={run_id}",
+                    service::BOT,
+                    attr::RUN_ID
                 ),
             });
         }
@@ -299,7 +299,7 @@ impl Process {
     fn instance_id(&self) -> Option<&str> {
         self.tags
             .iter()
-            .find(|t| t.key == "service.instance.id")
+            .find(|t| t.key == resource::SERVICE_INSTANCE_ID)
             .and_then(|t| t.value.as_str())
     }
 }

@@ -6,17 +6,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use names::prometheus::{label, spanmetrics};
+use names::{metric, service};
 use serde::{Deserialize, Serialize};
-use telemetry::names::{metric, service};
 
 use crate::http::Http;
 use crate::report::counts;
 use crate::target::Window;
 use crate::{Backend, Pillar, QueryError, Scope, quoted};
 
-/// The spanmetrics connector's series (calls, and the duration histogram that carries exemplars).
-const CALLS: &str = "traces_span_metrics_calls_total";
-const DURATION_BUCKET: &str = "traces_span_metrics_duration_seconds_bucket";
 /// Labels all series of one process share (resource, scrape, exporter): they say nothing about
 /// which series it is, so a series' description leaves them out.
 const RESOURCE_LABELS: [&str; 12] = [
@@ -26,18 +24,13 @@ const RESOURCE_LABELS: [&str; 12] = [
     "job",
     "otel_scope_name",
     "process_pid",
-    "service_instance_id",
-    "service_name",
+    label::SERVICE_INSTANCE_ID,
+    label::SERVICE_NAME,
     "service_namespace",
     "service_version",
     "telemetry_sdk_language",
     "telemetry_sdk_name",
 ];
-
-/// The bot's transactions counter as Prometheus names it.
-fn run_metric() -> String {
-    format!("{}_total", metric::TRANSACTIONS.replace('.', "_"))
-}
 
 /// Client of Prometheus' HTTP API.
 #[derive(Debug, Clone)]
@@ -98,7 +91,11 @@ impl Backend for Prometheus {
     type Report = MetricsReport;
 
     async fn check(&self, scope: &Scope) -> Result<MetricsReport, QueryError> {
-        let run_metric = run_metric();
+        let run_metric = metric::TRANSACTIONS.prometheus;
+        let (calls, buckets_of) = (
+            spanmetrics::CALLS,
+            format!("{}_bucket", spanmetrics::DURATION),
+        );
         let mut report = MetricsReport {
             instances: scope.instances().clone(),
             ..MetricsReport::default()
@@ -108,19 +105,27 @@ impl Backend for Prometheus {
             .get(service::BOT)
             .into_iter()
             .flatten()
-            .map(|id| format!("{run_metric}{{service_instance_id={}}}", quoted(id)))
+            .map(|id| {
+                format!(
+                    "{run_metric}{{{}={}}}",
+                    label::SERVICE_INSTANCE_ID,
+                    quoted(id)
+                )
+            })
             .collect();
         let mut buckets = Vec::new();
         for (svc, ids) in scope.instances() {
             report.spanmetrics_series.insert(svc.clone(), Vec::new());
             for id in ids {
                 let labels = format!(
-                    "{{service_name={},service_instance_id={}}}",
+                    "{{{}={},{}={}}}",
+                    label::SERVICE_NAME,
                     quoted(svc),
+                    label::SERVICE_INSTANCE_ID,
                     quoted(id)
                 );
-                matchers.push(format!("{CALLS}{labels}"));
-                buckets.push(format!("{DURATION_BUCKET}{labels}"));
+                matchers.push(format!("{calls}{labels}"));
+                buckets.push(format!("{buckets_of}{labels}"));
             }
         }
         if matchers.is_empty() {
@@ -128,8 +133,8 @@ impl Backend for Prometheus {
         }
         for labels in self.series(&matchers, scope.window()).await? {
             let name = labels.get("__name__").map(String::as_str);
-            let svc = labels.get("service_name").map_or("", String::as_str);
-            if name == Some(run_metric.as_str()) {
+            let svc = labels.get(label::SERVICE_NAME).map_or("", String::as_str);
+            if name == Some(run_metric) {
                 report.run_series.push(describe(&labels));
             } else if let Some(list) = report.spanmetrics_series.get_mut(svc) {
                 list.push(describe(&labels));
@@ -173,19 +178,19 @@ impl MetricsReport {
         let mut of_other_traces = 0;
         for series in found {
             for e in series.exemplars {
-                let trace_id = e.labels.get("trace_id").cloned().unwrap_or_default();
+                let trace_id = e.labels.get(label::TRACE_ID).cloned().unwrap_or_default();
                 if !scope.traces().contains_key(&trace_id) {
                     of_other_traces += 1;
                     continue;
                 }
-                let label =
+                let of_series =
                     |name: &str| series.series_labels.get(name).cloned().unwrap_or_default();
                 ours.push(Exemplar {
                     trace_id,
-                    span_id: e.labels.get("span_id").cloned().unwrap_or_default(),
-                    service: label("service_name"),
-                    span_name: label("span_name"),
-                    le: label("le"),
+                    span_id: e.labels.get(label::SPAN_ID).cloned().unwrap_or_default(),
+                    service: of_series(label::SERVICE_NAME),
+                    span_name: of_series(label::SPAN_NAME),
+                    le: of_series("le"),
                     value: e.value,
                     timestamp: e.timestamp,
                 });
@@ -251,14 +256,15 @@ impl Pillar for MetricsReport {
         } else if self.run_series.is_empty() {
             out.push(format!(
                 "metrics: Prometheus has no {} series with service_instance_id {}",
-                run_metric(),
+                metric::TRANSACTIONS.prometheus,
                 ids(service::BOT)
             ));
         }
         for (svc, series) in &self.spanmetrics_series {
             if series.is_empty() {
                 out.push(format!(
-                    "metrics: Prometheus has no {CALLS} series for service {svc} (service_instance_id {})",
+                    "metrics: Prometheus has no {} series for service {svc} (service_instance_id {})",
+                    spanmetrics::CALLS,
                     ids(svc)
                 ));
             }
@@ -278,7 +284,7 @@ impl fmt::Display for MetricsReport {
             f,
             "{} {} series of the run; spanmetrics series {}",
             self.run_series.len(),
-            run_metric(),
+            metric::TRANSACTIONS.prometheus,
             counts(&spanmetrics)
         )?;
         match &self.exemplars {

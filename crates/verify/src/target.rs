@@ -6,8 +6,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use names::service;
 use serde::Serialize;
-use telemetry::names::service;
 
 use crate::jaeger::TracesReport;
 
