@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::Histogram;
+use opentelemetry_semantic_conventions::attribute::{DB_OPERATION_NAME, DB_SYSTEM_NAME};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
-use telemetry::names;
 
 use crate::model::{DEMO_SKUS, DEMO_WAREHOUSES, Item, TransactionRequest, TransactionResponse};
 
@@ -108,9 +108,9 @@ impl Db {
             let writer = connect(path)?;
             writer.execute_batch(SCHEMA)?;
             let reader = connect(path)?;
-            let duration = opentelemetry::global::meter("inventory-api")
-                .f64_histogram(names::metric::DB_DURATION)
-                .with_unit("s")
+            let duration = opentelemetry::global::meter(names::scope::API)
+                .f64_histogram(names::metric::DB_DURATION.name)
+                .with_unit(names::metric::DB_DURATION.unit)
                 .with_description("Duration of database operations, lock wait included")
                 .build();
             Ok(Self(Arc::new(Inner {
@@ -213,9 +213,9 @@ impl Db {
     ) -> Result<T, DbError> {
         let span = tracing::info_span!(
             names::span::DB,
-            otel.name = %format!("sqlite {operation}"),
+            otel.name = %format!("{} {operation}", names::span::DB_SYSTEM),
             otel.kind = "client",
-            db.system.name = "sqlite",
+            db.system.name = names::span::DB_SYSTEM,
             db.operation.name = operation,
         );
         let start = Instant::now();
@@ -223,8 +223,8 @@ impl Db {
         self.0.duration.record(
             start.elapsed().as_secs_f64(),
             &[
-                KeyValue::new("db.system.name", "sqlite"),
-                KeyValue::new("db.operation.name", operation),
+                KeyValue::new(DB_SYSTEM_NAME, names::span::DB_SYSTEM),
+                KeyValue::new(DB_OPERATION_NAME, operation),
             ],
         );
         result

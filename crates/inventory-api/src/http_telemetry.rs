@@ -8,9 +8,12 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::Response;
+use names::{metric, scope, span};
 use opentelemetry::metrics::{Counter, Histogram};
 use opentelemetry::{KeyValue, StringValue};
-use telemetry::names;
+use opentelemetry_semantic_conventions::attribute::{
+    ERROR_TYPE, HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE, HTTP_ROUTE,
+};
 use tracing::Instrument as _;
 use tracing::field::Empty;
 
@@ -25,15 +28,16 @@ pub(crate) struct HttpMetrics {
 
 impl HttpMetrics {
     pub(crate) fn new() -> Self {
-        let meter = opentelemetry::global::meter("inventory-api");
+        let meter = opentelemetry::global::meter(scope::API);
         Self {
             duration: meter
-                .f64_histogram(names::metric::HTTP_SERVER_DURATION)
-                .with_unit("s")
+                .f64_histogram(metric::HTTP_SERVER_DURATION.name)
+                .with_unit(metric::HTTP_SERVER_DURATION.unit)
                 .with_description("Duration of HTTP requests handled")
                 .build(),
             errors: meter
-                .u64_counter(names::metric::HTTP_SERVER_ERRORS)
+                .u64_counter(metric::HTTP_SERVER_ERRORS.name)
+                .with_unit(metric::HTTP_SERVER_ERRORS.unit)
                 .with_description("HTTP responses with status 400 or above, by error.type")
                 .build(),
         }
@@ -53,7 +57,7 @@ pub(crate) async fn track(
         .map_or("unmatched", MatchedPath::as_str)
         .to_owned();
     let span = tracing::info_span!(
-        "HTTP request",
+        span::HTTP_REQUEST,
         otel.name = %format!("{method} {route}"),
         otel.kind = "server",
         http.request.method = %method,
@@ -68,11 +72,11 @@ pub(crate) async fn track(
     let elapsed = start.elapsed().as_secs_f64();
 
     let status = response.status();
-    span.record("http.response.status_code", status.as_u16());
+    span.record(HTTP_RESPONSE_STATUS_CODE, status.as_u16());
     let mut attributes = vec![
-        KeyValue::new("http.request.method", method.to_string()),
-        KeyValue::new("http.route", route),
-        KeyValue::new("http.response.status_code", i64::from(status.as_u16())),
+        KeyValue::new(HTTP_REQUEST_METHOD, method.to_string()),
+        KeyValue::new(HTTP_ROUTE, route),
+        KeyValue::new(HTTP_RESPONSE_STATUS_CODE, i64::from(status.as_u16())),
     ];
     metrics.duration.record(elapsed, &attributes);
     if status.is_client_error() || status.is_server_error() {
@@ -85,7 +89,7 @@ pub(crate) async fn track(
             Some(e) => e.code().into(),
             None => status.as_str().to_owned().into(),
         };
-        attributes.push(KeyValue::new("error.type", error_type));
+        attributes.push(KeyValue::new(ERROR_TYPE, error_type));
         metrics.errors.add(1, &attributes);
     }
     response

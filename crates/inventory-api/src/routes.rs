@@ -4,7 +4,6 @@ use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use telemetry::names;
 
 use crate::AppState;
 use crate::error::AppError;

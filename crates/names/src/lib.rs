@@ -29,6 +29,15 @@ pub mod span {
     pub const ITEM: &str = "item";
     /// A retry attempt after a failed call.
     pub const RETRY: &str = "retry";
+    /// The bot's client span of one API call attempt, as the JSON log file names it; Jaeger
+    /// shows it by its `otel.name`, [`POST_TRANSACTIONS`].
+    pub const API_CALL: &str = "api_call";
+    /// The API's server span of one request, as the JSON log file names it; Jaeger shows it as
+    /// `{method} {route}` (for the transactions endpoint, [`POST_TRANSACTIONS`]).
+    pub const HTTP_REQUEST: &str = "HTTP request";
+    /// The API's span of one database operation, as the JSON log file names it; Jaeger shows it
+    /// as `{DB_SYSTEM} {operation}` (for a transaction, [`DB_APPLY_TRANSACTION`]).
+    pub const DB: &str = "db";
     /// The route of the API's transactions endpoint.
     pub const TRANSACTIONS_ROUTE: &str = "/transactions";
     /// One attempt at calling the API: the bot's client span and the API's server span both
