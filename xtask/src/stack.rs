@@ -739,6 +739,41 @@ mod tests {
         }
     }
 
+    /// VictoriaLogs takes no config file: its flags are its config, so the native stack and
+    /// compose must pass the same ones, but for where it listens and stores.
+    #[test]
+    fn victorialogs_runs_with_the_same_flags_natively_and_in_compose() {
+        let root = repo();
+        let ctx = Ctx::new(&root).expect("compose/.env");
+        let all = backends(&ctx).expect("the backends");
+        let native = &all
+            .iter()
+            .find(|b| b.name == "victorialogs")
+            .expect("a victorialogs backend")
+            .args;
+        let text = fs::read_to_string(root.join("compose/docker-compose.yml")).expect("compose");
+        let compose: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("YAML");
+        let compose: Vec<String> = compose["services"]["victorialogs"]["command"]
+            .as_sequence()
+            .expect("the victorialogs service's command")
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
+        let settings = |flags: &[String]| -> Vec<String> {
+            let mut kept: Vec<String> = flags
+                .iter()
+                .filter(|f| {
+                    !f.starts_with("-httpListenAddr=") && !f.starts_with("-storageDataPath=")
+                })
+                .cloned()
+                .collect();
+            kept.sort();
+            kept
+        };
+        assert!(native.iter().any(|f| f.starts_with("-retentionPeriod=")));
+        assert_eq!(settings(native), settings(&compose));
+    }
+
     #[test]
     fn module_paths_are_matched_whole() {
         assert_eq!(
