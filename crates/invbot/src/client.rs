@@ -3,14 +3,23 @@
 
 use std::time::{Duration, Instant};
 
+use inventory_api::{ErrorBody, TransactionRequest, TransactionResponse};
+use names::{event, metric, span};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, Meter};
-use serde::{Deserialize, Serialize};
-use telemetry::names::{event, metric, span};
+use opentelemetry_semantic_conventions::attribute::{
+    ERROR_TYPE, HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE, HTTP_ROUTE,
+};
 use tracing::Instrument;
 use tracing::field::Empty;
 
 use crate::input::Transaction;
+use crate::untrusted::escape;
+
+/// Characters kept of the API's error code and message: they are shown on the terminal, and
+/// the code is also a metric label.
+const CODE_CHARS: usize = 64;
+const MESSAGE_CHARS: usize = 512;
 
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -34,28 +43,8 @@ impl RetryPolicy {
     }
 }
 
-/// The body the API answers an applied (or replayed) transaction with.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Applied {
-    pub quantity_after: i64,
-    pub replayed: bool,
-}
-
-#[derive(Debug, Deserialize)]
-struct ErrorBody {
-    error: String,
-    message: String,
-}
-
-#[derive(Debug, Serialize)]
-struct TransactionBody<'a> {
-    warehouse_id: &'a str,
-    sku: &'a str,
-    kind: &'a str,
-    quantity: i64,
-}
-
-/// Why a call failed; `kind()` is the low-cardinality `error.type` used in metrics.
+/// Why a call failed; `kind()` is the low-cardinality `error.type` used in metrics. Text from
+/// the API or the transport is escaped when the error is made, so it prints safely anywhere.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CallError {
     #[error("HTTP {status} {code}: {message}")]
@@ -97,7 +86,7 @@ impl CallError {
 /// What applying one transaction came to, after retries.
 #[derive(Debug)]
 pub struct CallOutcome {
-    pub result: Result<Applied, CallError>,
+    pub result: Result<TransactionResponse, CallError>,
     pub attempts: u32,
 }
 
@@ -123,23 +112,23 @@ impl ApiClient {
         let base = base_url.trim_end_matches('/');
         Ok(Self {
             http,
-            transactions_url: format!("{base}/transactions"),
+            transactions_url: format!("{base}{}", span::TRANSACTIONS_ROUTE),
             server_address: base.split("://").nth(1).unwrap_or(base).to_owned(),
             policy,
             metrics: ClientMetrics {
                 duration: meter
-                    .f64_histogram(metric::HTTP_CLIENT_DURATION)
-                    .with_unit("s")
+                    .f64_histogram(metric::HTTP_CLIENT_DURATION.name)
+                    .with_unit(metric::HTTP_CLIENT_DURATION.unit)
                     .with_description("Duration of calls to the inventory API, per attempt")
                     .build(),
                 retries: meter
-                    .u64_counter(metric::RETRIES)
-                    .with_unit("{retry}")
+                    .u64_counter(metric::RETRIES.name)
+                    .with_unit(metric::RETRIES.unit)
                     .with_description("Retried API calls")
                     .build(),
                 errors: meter
-                    .u64_counter(metric::ERRORS)
-                    .with_unit("{error}")
+                    .u64_counter(metric::ERRORS.name)
+                    .with_unit(metric::ERRORS.unit)
                     .with_description("Failed API call attempts, by error type")
                     .build(),
             },
@@ -149,10 +138,10 @@ impl ApiClient {
     /// Applies `txn` under `idempotency_key`, retrying what may succeed on a later attempt.
     /// Runs inside the caller's item span.
     pub async fn apply(&self, txn: &Transaction, idempotency_key: &str) -> CallOutcome {
-        let body = TransactionBody {
-            warehouse_id: &txn.warehouse_id,
-            sku: &txn.sku,
-            kind: txn.operation.as_str(),
+        let body = TransactionRequest {
+            warehouse_id: txn.warehouse_id.clone(),
+            sku: txn.sku.clone(),
+            kind: txn.operation,
             quantity: txn.quantity,
         };
         let mut attempt = 1;
@@ -203,13 +192,13 @@ impl ApiClient {
 
     async fn call(
         &self,
-        body: &TransactionBody<'_>,
+        body: &TransactionRequest,
         key: &str,
         attempt: u32,
-    ) -> Result<Applied, CallError> {
+    ) -> Result<TransactionResponse, CallError> {
         let call = tracing::info_span!(
             span::API_CALL,
-            otel.name = "POST /transactions",
+            otel.name = span::POST_TRANSACTIONS,
             otel.kind = "client",
             otel.status_code = Empty,
             http.request.method = "POST",
@@ -235,12 +224,15 @@ impl ApiClient {
             tracing::Span::current().record("http.response.status_code", status);
             if response.status().is_success() {
                 return response
-                    .json::<Applied>()
+                    .json::<TransactionResponse>()
                     .await
                     .map_err(|e| self.transport_error(&e));
             }
             let (code, message) = match response.json::<ErrorBody>().await {
-                Ok(b) => (b.error, b.message),
+                Ok(b) => (
+                    escape(b.error.as_bytes(), CODE_CHARS),
+                    escape(b.message.as_bytes(), MESSAGE_CHARS),
+                ),
                 Err(_) => (format!("http_{status}"), "no error body".to_owned()),
             };
             Err(CallError::Status {
@@ -259,9 +251,9 @@ impl ApiClient {
                 .map_or_else(|| "none".to_owned(), |s| s.to_string()),
         };
         let mut attrs = vec![
-            KeyValue::new("http.request.method", "POST"),
-            KeyValue::new("http.route", "/transactions"),
-            KeyValue::new("http.response.status_code", status),
+            KeyValue::new(HTTP_REQUEST_METHOD, "POST"),
+            KeyValue::new(HTTP_ROUTE, span::TRANSACTIONS_ROUTE),
+            KeyValue::new(HTTP_RESPONSE_STATUS_CODE, status),
         ];
         if let Err(e) = &result {
             let error_type = e.kind();
@@ -279,8 +271,8 @@ impl ApiClient {
             });
             self.metrics
                 .errors
-                .add(1, &[KeyValue::new("error.type", error_type.clone())]);
-            attrs.push(KeyValue::new("error.type", error_type));
+                .add(1, &[KeyValue::new(ERROR_TYPE, error_type.clone())]);
+            attrs.push(KeyValue::new(ERROR_TYPE, error_type));
         }
         self.metrics
             .duration
@@ -292,19 +284,9 @@ impl ApiClient {
         if e.is_timeout() {
             CallError::Timeout(self.policy.timeout)
         } else {
-            CallError::Connect(format!("{e}: {}", source_chain(e)))
+            CallError::Connect(escape(names::error_chain(e).as_bytes(), MESSAGE_CHARS))
         }
     }
-}
-
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut parts = Vec::new();
-    let mut next = e.source();
-    while let Some(s) = next {
-        parts.push(s.to_string());
-        next = s.source();
-    }
-    parts.join(": ")
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::io::Write;
 
 use crate::input::CSV_HEADER;
 
-use inventory_api::{DEMO_SKUS, DEMO_WAREHOUSES, demo_sku, demo_warehouse};
+use inventory_api::{DEMO_SKUS, DEMO_WAREHOUSES, Kind, demo_sku, demo_warehouse};
 
 #[derive(Debug, Clone)]
 pub struct GenerateOptions {
@@ -34,18 +34,18 @@ pub fn generate(opts: &GenerateOptions, out: &mut impl Write) -> std::io::Result
             demo_sku(rng.usize(1..=DEMO_SKUS))
         };
         let (operation, quantity) = match rng.u32(0..100) {
-            0..40 => ("receive", rng.i64(1..=50)),
-            40..85 => ("ship", rng.i64(1..=20)),
+            0..40 => (Kind::Receive, rng.i64(1..=50)),
+            40..85 => (Kind::Ship, rng.i64(1..=20)),
             _ => {
                 let q = rng.i64(1..=5);
-                ("adjust", if rng.bool() { q } else { -q })
+                (Kind::Adjust, if rng.bool() { q } else { -q })
             }
         };
         let mut fields = [
             txn_id,
             warehouse,
             sku,
-            operation.to_owned(),
+            operation.to_string(),
             quantity.to_string(),
         ];
         if rng.f64() < opts.malformed {

@@ -8,3 +8,4 @@ pub mod generate;
 pub mod input;
 pub mod runner;
 pub mod summary;
+pub mod untrusted;

@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use names::{attr, event, metric, span};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter};
 use telemetry::LatestSample;
-use telemetry::names::{event, metric, span};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 use tracing::field::Empty;
@@ -20,6 +20,10 @@ use crate::alerts::{Alerts, Thresholds};
 use crate::client::ApiClient;
 use crate::input::{Parsed, Rejected, Transaction};
 use crate::summary::{BatchTrace, Latency, Summary, grafana_link, jaeger_link};
+use crate::untrusted::escape;
+
+/// Characters of the input's name shown in the summary.
+const MAX_LABEL_CHARS: usize = 1024;
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -48,33 +52,33 @@ impl BotMetrics {
     fn new(meter: &Meter) -> Self {
         Self {
             batch_duration: meter
-                .f64_histogram(metric::BATCH_DURATION)
-                .with_unit("s")
+                .f64_histogram(metric::BATCH_DURATION.name)
+                .with_unit(metric::BATCH_DURATION.unit)
                 .with_description("Duration of one batch, first item to last")
                 .build(),
             batches: meter
-                .u64_counter(metric::BATCHES)
-                .with_unit("{batch}")
+                .u64_counter(metric::BATCHES.name)
+                .with_unit(metric::BATCHES.unit)
                 .with_description("Batches finished, by result (success: every item applied)")
                 .build(),
             batch_success: meter
-                .f64_gauge(metric::BATCH_SUCCESS_RATIO)
-                .with_unit("1")
+                .f64_gauge(metric::BATCH_SUCCESS_RATIO.name)
+                .with_unit(metric::BATCH_SUCCESS_RATIO.unit)
                 .with_description("Share of the last batch's items that were applied")
                 .build(),
             transactions: meter
-                .u64_counter(metric::TRANSACTIONS)
-                .with_unit("{transaction}")
+                .u64_counter(metric::TRANSACTIONS.name)
+                .with_unit(metric::TRANSACTIONS.unit)
                 .with_description("Transactions by outcome (applied, failed) and operation")
                 .build(),
             transaction_duration: meter
-                .f64_histogram(metric::TRANSACTION_DURATION)
-                .with_unit("s")
+                .f64_histogram(metric::TRANSACTION_DURATION.name)
+                .with_unit(metric::TRANSACTION_DURATION.unit)
                 .with_description("Time to apply one transaction, retries included")
                 .build(),
             rejected: meter
-                .u64_counter(metric::ROWS_REJECTED)
-                .with_unit("{row}")
+                .u64_counter(metric::ROWS_REJECTED.name)
+                .with_unit(metric::ROWS_REJECTED.unit)
                 .with_description("Input rows set aside as malformed")
                 .build(),
         }
@@ -129,14 +133,16 @@ pub async fn run(
     let alerts: SharedAlerts = Arc::new(Mutex::new(Alerts::new(
         opts.thresholds,
         meter
-            .u64_counter(telemetry::names::metric::ALERTS)
-            .with_unit("{alert}")
+            .u64_counter(metric::ALERTS.name)
+            .with_unit(metric::ALERTS.unit)
             .with_description("Threshold alerts fired, by alert name")
             .build(),
     )));
     let rows_read = parsed.rows();
     let rejected = parsed.rejected.len();
-    tracing::info!(event = event::RUN_START, run_id = %opts.run_id, input = %opts.input_label,
+    // A file name is text from outside too.
+    let input = escape(opts.input_label.as_bytes(), MAX_LABEL_CHARS);
+    tracing::info!(event = event::RUN_START, run_id = %opts.run_id, input = %input,
         rows = rows_read, rejected = parsed.rejected.len(), "run started");
 
     let rejects_file = report_rejects(opts, &parsed.rejected, &metrics)?;
@@ -218,7 +224,7 @@ pub async fn run(
     let failed: usize = failures.values().sum();
     let summary = Summary {
         run_id: opts.run_id.clone(),
-        input: opts.input_label.clone(),
+        input,
         rows_read,
         applied,
         replayed,
@@ -389,8 +395,9 @@ impl BatchContext<'_> {
             batch_size = size, applied, failed, result, duration_s = seconds, "batch finished");
         let m = self.metrics;
         m.batch_duration
-            .record(seconds, &[KeyValue::new("batch.result", result)]);
-        m.batches.add(1, &[KeyValue::new("batch.result", result)]);
+            .record(seconds, &[KeyValue::new(attr::BATCH_RESULT, result)]);
+        m.batches
+            .add(1, &[KeyValue::new(attr::BATCH_RESULT, result)]);
         m.batch_success
             .record(applied as f64 / size.max(1) as f64, &[]);
         lock(self.alerts).batch_finished(batch_id, seconds);
@@ -436,13 +443,13 @@ async fn process_item(
     metrics.transactions.add(
         1,
         &[
-            KeyValue::new("outcome", outcome_label),
-            KeyValue::new("operation", operation),
+            KeyValue::new(attr::OUTCOME, outcome_label),
+            KeyValue::new(attr::OPERATION, operation),
         ],
     );
     metrics
         .transaction_duration
-        .record(seconds, &[KeyValue::new("outcome", outcome_label)]);
+        .record(seconds, &[KeyValue::new(attr::OUTCOME, outcome_label)]);
     lock(alerts).transaction_finished(failure.is_some());
     ItemResult {
         seconds,
@@ -455,7 +462,7 @@ async fn process_item(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::input::Operation;
+    use inventory_api::Kind;
 
     fn txn(line: usize, warehouse: &str) -> Transaction {
         Transaction {
@@ -463,7 +470,7 @@ mod tests {
             txn_id: None,
             warehouse_id: warehouse.into(),
             sku: "SKU-00001".into(),
-            operation: Operation::Receive,
+            operation: Kind::Receive,
             quantity: 1,
         }
     }

@@ -1,7 +1,5 @@
 //! Every way a request can fail, and how each becomes a JSON error response.
 
-use std::error::Error;
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use axum::Json;
@@ -28,7 +26,7 @@ pub(crate) enum AppError {
         warehouse_id: String,
         sku: String,
         available: i64,
-        wanted: i64,
+        wanted: u64,
     },
     #[error("Idempotency-Key: already used for a transaction with a different payload")]
     IdempotencyKeyReused,
@@ -100,7 +98,8 @@ impl AppError {
                 warehouse_id: warehouse_id.to_owned(),
                 sku: sku.to_owned(),
                 available,
-                wanted: -delta,
+                // Not `-delta`: an adjust by i64::MIN has no negation.
+                wanted: delta.unsigned_abs(),
             },
             ApplyError::Overflow => Self::InvalidRequest(format!(
                 "quantity: adding {delta} would overflow the stock of {sku} in {warehouse_id}"
@@ -137,13 +136,21 @@ impl From<DbError> for AppError {
     }
 }
 
-/// An error and its sources, `outer: inner: innermost`, for logs and probes.
-pub(crate) fn chain(error: &dyn Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let _ = write!(text, ": {cause}");
-        source = cause.source();
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_adjust_by_the_least_i64_is_refused_without_overflow() {
+        let e = AppError::from_apply(
+            ApplyError::InsufficientStock { available: 10 },
+            "WH-01",
+            "SKU-1",
+            i64::MIN,
+        );
+        assert_eq!(
+            e.to_string(),
+            "quantity: cannot take 9223372036854775808 from SKU-1 in WH-01, only 10 in stock"
+        );
     }
-    text
 }

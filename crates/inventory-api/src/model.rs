@@ -1,6 +1,8 @@
 //! The wire types of the HTTP contract, shared with clients (the bot and the tests) so both
 //! sides serialize the same shapes.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 /// An item of one warehouse: the body of `POST /items` and of `GET /items/{warehouse_id}/{sku}`.
@@ -26,12 +28,21 @@ pub enum Kind {
 }
 
 impl Kind {
+    pub const ALL: [Self; 3] = [Self::Receive, Self::Ship, Self::Adjust];
+
+    /// The name on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Receive => "receive",
             Self::Ship => "ship",
             Self::Adjust => "adjust",
         }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -234,9 +234,45 @@ pub mod prometheus {
     }
 }
 
+/// How an error reads in every log line and report, in every crate: the error and its sources,
+/// `outer: inner: innermost` (an error's own message, reqwest's for one, rarely says why). Here
+/// because this is the one crate the bot, the API and the verifier all depend on.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
-    use super::metric;
+    use super::{error_chain, metric};
+
+    #[test]
+    fn an_error_chain_names_every_cause() {
+        let error = Wrapped(std::io::Error::other("connection refused"));
+        assert_eq!(error_chain(&error), "cannot connect: connection refused");
+        assert_eq!(error_chain(&error.0), "connection refused");
+    }
+
+    #[derive(Debug)]
+    struct Wrapped(std::io::Error);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("cannot connect")
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
 
     #[test]
     fn prometheus_forms_follow_the_exporters_translation() {

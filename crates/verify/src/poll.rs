@@ -2,7 +2,6 @@
 //! collector sends them asynchronously (batching, flush intervals, scrapes), so a first "not
 //! there" is often just "not yet".
 
-use std::error::Error;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -70,7 +69,7 @@ pub(crate) async fn poll<B: Backend>(
                     return outcome;
                 }
             }
-            Ok(Err(e)) => outcome.error = Some(chain(&e)),
+            Ok(Err(e)) => outcome.error = Some(names::error_chain(&e)),
             Err(_) => outcome.error = Some("no answer before the deadline".to_owned()),
         }
         if Instant::now() + interval >= deadline {
@@ -79,12 +78,4 @@ pub(crate) async fn poll<B: Backend>(
         tokio::time::sleep(interval).await;
         interval = (interval * 2).min(MAX_INTERVAL);
     }
-}
-
-/// The error and its causes, `: `-separated (reqwest's own message alone rarely says why).
-fn chain(e: &(dyn Error + 'static)) -> String {
-    let causes: Vec<String> = std::iter::successors(Some(e), |&e| e.source())
-        .map(ToString::to_string)
-        .collect();
-    causes.join(": ")
 }
