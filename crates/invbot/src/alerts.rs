@@ -6,10 +6,10 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use names::{alert, attr, event};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::Counter;
 use serde::Serialize;
-use telemetry::names::{alert, event};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Thresholds {
@@ -155,7 +155,7 @@ impl Alerts {
             self.counter.add(
                 1,
                 &[
-                    KeyValue::new("alertname", alertname),
+                    KeyValue::new(attr::ALERTNAME, alertname),
                     KeyValue::new("severity", severity),
                 ],
             );

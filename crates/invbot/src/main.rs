@@ -11,12 +11,13 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use invbot::alerts::Thresholds;
-use invbot::api_process::ApiProcess;
+use invbot::api_process::{ApiProcess, ApiSettings};
 use invbot::client::{ApiClient, RetryPolicy};
 use invbot::generate::{GenerateOptions, generate};
 use invbot::input::{self, Format};
 use invbot::runner::{RunOptions, run};
-use telemetry::names::service;
+use names::service;
+use telemetry::{ShutdownReport, TelemetryArgs};
 
 /// Exit status when the run finished but some rows failed or were rejected.
 const EXIT_INCOMPLETE: u8 = 3;
@@ -120,20 +121,6 @@ struct RunArgs {
     alert_cpu_for_secs: u64,
     #[command(flatten)]
     telemetry: TelemetryArgs,
-}
-
-/// Flags that override the standard OTEL_* environment (a flag beats the environment).
-#[derive(Debug, Args)]
-struct TelemetryArgs {
-    /// OTLP/gRPC endpoint for all three signals (overrides OTEL_EXPORTER_OTLP_*ENDPOINT).
-    #[arg(long)]
-    otlp_endpoint: Option<String>,
-    /// deployment.environment.name of this run.
-    #[arg(long)]
-    environment: Option<String>,
-    /// Address of /metrics, /healthz and /readyz, or "off" (overrides INV_METRICS_ADDR).
-    #[arg(long, value_name = "ADDR|off")]
-    metrics_addr: Option<telemetry::MetricsAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -357,17 +344,18 @@ fn read_input(path: Option<&PathBuf>) -> Result<(input::Parsed, String)> {
         }
         return Ok((parsed, "built-in sample".into()));
     };
+    // The path is the user's, but printed to the terminal like any text from outside.
+    let shown = invbot::untrusted::escape(path.as_os_str().as_encoded_bytes(), 1024);
     let file = std::fs::File::open(path)
-        .map_err(|e| UsageError(format!("cannot read input file {}: {e}", path.display())))?;
+        .map_err(|e| UsageError(format!("cannot read input file {shown}: {e}")))?;
     let parsed = input::read(std::io::BufReader::new(file), Format::from_path(path))
-        .map_err(|e| UsageError(format!("cannot read input file {}: {e}", path.display())))?;
+        .map_err(|e| UsageError(format!("cannot read input file {shown}: {e}")))?;
     Ok((parsed, path.display().to_string()))
 }
 
 async fn run_command(args: RunArgs) -> Result<ExitCode> {
     let (parsed, input_label) = read_input(args.input.as_ref())?;
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
-    let interactive = std::io::stderr().is_terminal() && !args.no_progress;
 
     let mut config = telemetry::Config::from_env(telemetry::Defaults {
         service_name: service::BOT.into(),
@@ -375,17 +363,19 @@ async fn run_command(args: RunArgs) -> Result<ExitCode> {
         metrics_addr: Some(SocketAddr::from(([127, 0, 0, 1], 9100))),
     })
     .map_err(|e| UsageError(e.to_string()))?;
-    apply_telemetry_flags(&mut config, &args.telemetry)?;
+    args.telemetry.apply(&mut config);
     // The terminal shows progress, the summary, alerts and final failures; every event is in
-    // the JSON log file and in the log store.
-    config
-        .console_filter
-        .get_or_insert_with(|| "warn,invbot::client=error".into());
-    let exported_to = if config.sdk_disabled {
+    // the JSON log file and in the log store. Export trouble, the bot's and its API's, is one
+    // line of the summary rather than warnings on the way.
+    config.logs.console_filter.get_or_insert_with(|| {
+        format!("warn,invbot::client=error,{}=off", telemetry::EXPORT_TARGET)
+    });
+    let exported_to = if config.export.sdk_disabled {
         None
     } else {
-        Some(config.traces_endpoint.clone())
+        Some(config.export.traces_endpoint.clone())
     };
+    let api_telemetry = config.clone();
     let api_url_for_readyz: Arc<OnceLock<String>> = Arc::default();
     let readyz_url = api_url_for_readyz.clone();
     let guard = telemetry::Telemetry::builder(config)
@@ -410,19 +400,22 @@ async fn run_command(args: RunArgs) -> Result<ExitCode> {
         parsed,
         input_label,
         run_id,
-        interactive,
         &guard,
         &api_url_for_readyz,
+        api_telemetry,
     )
     .await;
-    let report = guard.shutdown();
-    let mut summary = outcome?;
+    let mut report = guard.shutdown();
+    let (mut summary, api_report) = outcome?;
+    if let Some(api_report) = api_report {
+        report.merge(api_report);
+    }
     let _ = std::fs::write(
         args.state_dir.join(LAST_RUN_BATCHES_FILE),
         format!("{} {}", summary.run_id, summary.batches.len()),
     );
     summary.telemetry = Some(match exported_to {
-        Some(endpoint) => format!("exported to {endpoint}: {report}"),
+        Some(endpoint) => invbot::summary::telemetry_line(&endpoint, &report),
         None => "off (OTEL_SDK_DISABLED)".to_owned(),
     });
     if args.json {
@@ -443,33 +436,27 @@ async fn run_command(args: RunArgs) -> Result<ExitCode> {
     })
 }
 
-fn apply_telemetry_flags(config: &mut telemetry::Config, flags: &TelemetryArgs) -> Result<()> {
-    if let Some(endpoint) = &flags.otlp_endpoint {
-        config
-            .set_endpoint(endpoint)
-            .map_err(|e| UsageError(e.to_string()))?;
-    }
-    if let Some(env) = &flags.environment {
-        config.deployment_environment.clone_from(env);
-    }
-    if let Some(telemetry::MetricsAddr(addr)) = flags.metrics_addr {
-        config.metrics_addr = addr;
-    }
-    Ok(())
-}
-
+/// The run, with the embedded API around it unless `--api-url` names one; the API's telemetry
+/// report comes back with the summary.
 async fn run_with_api(
     args: &RunArgs,
     parsed: input::Parsed,
     input_label: String,
     run_id: String,
-    interactive: bool,
     guard: &telemetry::TelemetryGuard,
     api_url: &OnceLock<String>,
-) -> Result<invbot::summary::Summary> {
+    api_telemetry: telemetry::Config,
+) -> Result<(invbot::summary::Summary, Option<ShutdownReport>)> {
     let api = match &args.api_url {
         Some(_) => None,
-        None => Some(ApiProcess::start(&args.state_dir, &embedded_api_flags(args)).await?),
+        None => {
+            let settings = ApiSettings {
+                telemetry: api_telemetry,
+                fault_error_rate: args.api_fault_error_rate,
+                fault_latency_ms: args.api_fault_latency_ms,
+            };
+            Some(ApiProcess::start(&args.state_dir, &settings).await?)
+        }
     };
     let url = args
         .api_url
@@ -503,7 +490,7 @@ async fn run_with_api(
         },
         jaeger_url: args.jaeger_url.clone(),
         grafana_url: args.grafana_url.clone(),
-        progress: interactive,
+        progress: std::io::stderr().is_terminal() && !args.no_progress,
     };
     let summary = run(
         &opts,
@@ -513,31 +500,15 @@ async fn run_with_api(
         guard.resources(),
     )
     .await;
-    if let Some(api) = api {
-        api.stop().await?;
-    }
-    summary.with_context(|| {
+    let api_report = match api {
+        Some(api) => Some(api.stop().await?),
+        None => None,
+    };
+    let summary = summary.with_context(|| {
         format!(
             "cannot write the rejects file {}",
             opts.rejects_path.display()
         )
-    })
-}
-
-/// Flags the embedded API gets from the bot's own: fault injection and the telemetry overrides.
-fn embedded_api_flags(args: &RunArgs) -> Vec<String> {
-    let mut flags = Vec::new();
-    if let Some(rate) = args.api_fault_error_rate {
-        flags.extend(["--fault-error-rate".to_owned(), rate.to_string()]);
-    }
-    if let Some(ms) = args.api_fault_latency_ms {
-        flags.extend(["--fault-latency-ms".to_owned(), ms.to_string()]);
-    }
-    if let Some(endpoint) = &args.telemetry.otlp_endpoint {
-        flags.extend(["--otlp-endpoint".to_owned(), endpoint.clone()]);
-    }
-    if let Some(env) = &args.telemetry.environment {
-        flags.extend(["--environment".to_owned(), env.clone()]);
-    }
-    flags
+    })?;
+    Ok((summary, api_report))
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
+use telemetry::ShutdownReport;
 
 use crate::alerts::AlertRecord;
 
@@ -153,6 +154,19 @@ impl Summary {
     }
 }
 
+/// The summary's telemetry line: what the bot and its API did not deliver to `endpoint`, and,
+/// when no collector answered at all, that the run went on without one and how to start it.
+pub fn telemetry_line(endpoint: &str, report: &ShutdownReport) -> String {
+    if report.collector_unreachable() {
+        format!(
+            "no collector answered at {endpoint}, the run went on without it: {report}. \
+             Start the pipeline with `cargo xtask stack up`"
+        )
+    } else {
+        format!("exported to {endpoint}: {report}")
+    }
+}
+
 /// Link to a trace in Jaeger's UI.
 pub fn jaeger_link(base: &str, trace_id: &str) -> String {
     format!("{}/trace/{trace_id}", base.trim_end_matches('/'))
@@ -195,6 +209,44 @@ mod tests {
         );
         assert_eq!(Latency::from_seconds(vec![]).p99_ms, 0.0);
         assert_eq!(Latency::from_seconds(vec![0.004]).p50_ms, 4.0);
+    }
+
+    #[test]
+    fn the_telemetry_line_says_what_was_lost_and_why() {
+        let endpoint = "http://127.0.0.1:14999";
+        let mut report = ShutdownReport {
+            spans_dropped: 5,
+            logs_dropped: 3,
+            metric_exports_failed: 1,
+            exports_failed: 4,
+            ..ShutdownReport::default()
+        };
+        let mut api = report.clone();
+        api.spans_dropped = 2;
+        report.merge(api);
+        let line = telemetry_line(endpoint, &report);
+        assert!(
+            line.starts_with("no collector answered at http://127.0.0.1:14999"),
+            "{line}"
+        );
+        assert!(
+            line.contains("7 spans and 6 log records not delivered; 2 metric exports failed"),
+            "{line}"
+        );
+        assert!(
+            line.contains("cargo xtask stack up") && !line.contains('\n'),
+            "{line}"
+        );
+
+        report.exports_ok = 1;
+        assert_eq!(
+            telemetry_line(endpoint, &report),
+            format!("exported to {endpoint}: {report}")
+        );
+        assert_eq!(
+            telemetry_line(endpoint, &ShutdownReport::default()),
+            format!("exported to {endpoint}: 0 spans and 0 log records not delivered")
+        );
     }
 
     #[test]

@@ -112,6 +112,62 @@ fn generate_is_reproducible_and_writes_the_header() {
     }
 }
 
+/// A first run on a fresh machine, with no collector: the log directory is created without a
+/// complaint, and export trouble is one line of the summary, counted, saying what to do.
+#[test]
+fn without_a_collector_the_run_goes_on_and_says_so_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let out = invbot()
+        .current_dir(dir.path())
+        .env_remove("INV_LOG_FILE")
+        .env_remove("INV_CONSOLE_FILTER")
+        .env("INV_SHUTDOWN_TIMEOUT_MS", "2000")
+        .args(["run", "--no-progress", "--otlp-endpoint", &endpoint])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "the sample has rejected rows: {err}"
+    );
+    for alarming in [
+        "Error reading the log directory",
+        "telemetry",
+        "OTLP",
+        "Failed to shutdown",
+    ] {
+        assert!(!err.contains(alarming), "{alarming:?} on stderr:\n{err}");
+    }
+    assert!(dir.path().join("logs").is_dir());
+    let summary = String::from_utf8_lossy(&out.stdout);
+    let line: Vec<_> = summary
+        .lines()
+        .filter(|l| l.contains("telemetry"))
+        .collect();
+    assert_eq!(line.len(), 1, "{summary}");
+    let line = line[0];
+    assert!(
+        line.contains(&format!("no collector answered at {endpoint}"))
+            && line.contains("the run went on")
+            && line.contains("cargo xtask stack up"),
+        "{line}"
+    );
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let count_of = |what: &str| {
+        let pair = words.windows(2).find(|pair| pair[1] == what)?;
+        pair[0].parse::<u64>().ok()
+    };
+    assert!(
+        count_of("spans") > Some(0) && count_of("log") > Some(0),
+        "{line}"
+    );
+}
+
 #[test]
 fn verify_names_every_missing_pillar_when_no_backend_answers() {
     // Nothing listens on these ports: every pillar is reported missing, and the exit status says so.

@@ -1,9 +1,12 @@
 //! The `inventory-api` command line, as a library module so that other binaries can run the
 //! service as a subcommand (`invbot serve-api ...` re-executes itself this way).
 //!
-//! Telemetry is set up from the environment and the flags (a flag beats the environment).
+//! Telemetry is set up from the environment and the flags (a flag beats the environment). A
+//! parent process talks to the service through two lines on its stdout: [`LISTENING_PREFIX`]
+//! once it accepts connections, [`TELEMETRY_REPORT_PREFIX`] as it exits.
 
 use std::ffi::OsString;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,7 +16,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use clap::error::ErrorKind;
-use telemetry::{Defaults, MetricsAddr, Telemetry, names};
+use telemetry::{Defaults, Telemetry, TelemetryArgs};
 
 use crate::{AppState, Db, ErrorRate, FaultConfig};
 
@@ -24,6 +27,12 @@ const DEFAULT_METRICS_ADDR: SocketAddr =
 /// How long open requests may run on after a shutdown signal.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 const MAX_FAULT_LATENCY_MS: u64 = 60_000;
+
+/// Starts the line the service prints on stdout once it accepts connections; its URL follows.
+pub const LISTENING_PREFIX: &str = "listening on ";
+/// Starts the line the service prints on stdout as it exits; the JSON of its telemetry's
+/// [`telemetry::ShutdownReport`] follows.
+pub const TELEMETRY_REPORT_PREFIX: &str = "telemetry report: ";
 
 /// The inventory HTTP service: items and idempotent stock transactions over SQLite.
 #[derive(Debug, Parser)]
@@ -55,24 +64,12 @@ struct Cli {
         value_parser = clap::value_parser!(u64).range(..=MAX_FAULT_LATENCY_MS)
     )]
     fault_latency_ms: u64,
-    /// OTLP/gRPC endpoint for traces, metrics and logs [default: OTEL_EXPORTER_OTLP_ENDPOINT or
-    /// http://localhost:4317].
-    #[arg(long, value_name = "URL")]
-    otlp_endpoint: Option<String>,
-    /// service.name [default: OTEL_SERVICE_NAME or inventory-api].
-    #[arg(long)]
-    service_name: Option<String>,
-    /// deployment.environment.name [default: from OTEL_RESOURCE_ATTRIBUTES or local].
-    #[arg(long)]
-    environment: Option<String>,
-    /// Address of /metrics, /healthz and /readyz, or "off" [default: INV_METRICS_ADDR or
-    /// 127.0.0.1:9101].
-    #[arg(long, value_name = "ADDR|off")]
-    metrics_addr: Option<MetricsAddr>,
     /// Also shut down when standard input closes, so a parent process that dies takes the
     /// service with it.
     #[arg(long)]
     exit_on_stdin_close: bool,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
 }
 
 /// Runs the service as the `inventory-api` binary does; `args` excludes the program name.
@@ -118,18 +115,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         service_version: env!("CARGO_PKG_VERSION").into(),
         metrics_addr: Some(DEFAULT_METRICS_ADDR),
     })?;
-    if let Some(endpoint) = &cli.otlp_endpoint {
-        config.set_endpoint(endpoint)?;
-    }
-    if let Some(name) = cli.service_name.clone() {
-        config.service_name = name;
-    }
-    if let Some(environment) = cli.environment.clone() {
-        config.deployment_environment = environment;
-    }
-    if let Some(MetricsAddr(addr)) = cli.metrics_addr {
-        config.metrics_addr = addr;
-    }
+    cli.telemetry.apply(&mut config);
 
     // Bound before anything else starts, so a busy port fails fast.
     let listener = tokio::net::TcpListener::bind(cli.listen)
@@ -145,7 +131,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let db = ready_db.get().cloned();
                 async move {
                     match db {
-                        Some(db) => db.ping().await.map_err(|e| crate::error::chain(&e)),
+                        Some(db) => db.ping().await.map_err(|e| names::error_chain(&e)),
                         None => Err("the database is not open yet".to_owned()),
                     }
                 }
@@ -158,8 +144,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         tracing::error!("{e:#}");
     }
     let report = guard.shutdown();
-    if !report.is_clean() {
-        eprintln!("inventory-api: telemetry: {report}");
+    // The library has warned on the console already; this line is for a parent process (invbot
+    // folds it into its run's summary). A closed stdout is no reason to fail.
+    if let Ok(json) = serde_json::to_string(&report) {
+        let _ = writeln!(std::io::stdout(), "{TELEMETRY_REPORT_PREFIX}{json}");
     }
     result
 }
@@ -198,7 +186,7 @@ async fn serve_until_shutdown(
     );
 
     // On stdout for a parent process to read (invbot waits for this line).
-    println!("listening on {}", server.url());
+    println!("{LISTENING_PREFIX}{}", server.url());
     shutdown.await;
     tracing::info!("shutdown requested: draining open requests");
     match tokio::time::timeout(DRAIN_DEADLINE, server.stop()).await {

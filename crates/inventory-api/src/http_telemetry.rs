@@ -102,7 +102,7 @@ fn log_error(status: StatusCode, error: Option<&AppError>) {
         tracing::warn!(http.response.status_code = status_code, "request failed");
         return;
     };
-    let message = crate::error::chain(error);
+    let message = names::error_chain(error);
     let code = error.code();
     if status.is_server_error() {
         tracing::error!(error.type = code, http.response.status_code = status_code, "{message}");

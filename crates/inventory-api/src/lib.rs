@@ -65,7 +65,10 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/items", post(routes::create_item))
         .route("/items/{warehouse_id}/{sku}", get(routes::get_item))
-        .route("/transactions", post(routes::create_transaction))
+        .route(
+            names::span::TRANSACTIONS_ROUTE,
+            post(routes::create_transaction),
+        )
         .fallback(|| async { AppError::NoRoute })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         // `layer` (not `route_layer`) so the fallbacks are measured too, as route "unmatched".

@@ -103,7 +103,7 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Result<&'static str
         .db
         .ping()
         .await
-        .map_err(|e| AppError::NotReady(crate::error::chain(&e)))?;
+        .map_err(|e| AppError::NotReady(names::error_chain(&e)))?;
     Ok("ready")
 }
 

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use assert_cmd::cargo::cargo_bin_cmd;
 use inventory_api::Item;
-use tokio::io::{AsyncBufReadExt as _, BufReader};
+use inventory_api::cli::{LISTENING_PREFIX, TELEMETRY_REPORT_PREFIX};
+use tokio::io::{AsyncBufReadExt as _, BufReader, Lines};
+use tokio::process::ChildStdout;
 
 /// The binary with telemetry kept local: no exports, no log file, no metrics port.
 fn command() -> assert_cmd::Command {
@@ -95,9 +97,12 @@ fn a_busy_port_is_a_clear_error_naming_the_address() {
     );
 }
 
-/// Starts the binary on a free port with the demo catalog; returns it and its base URL, read
-/// from the `listening on <url>` line it prints on stdout.
-async fn start(db_dir: &Path, extra: &[&str]) -> (tokio::process::Child, String) {
+/// Starts the binary on a free port with the demo catalog; returns it, its base URL, read from
+/// the `listening on <url>` line it prints on stdout, and the rest of its stdout.
+async fn start(
+    db_dir: &Path,
+    extra: &[&str],
+) -> (tokio::process::Child, String, Lines<BufReader<ChildStdout>>) {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_inventory-api"))
         .args(["--listen", "127.0.0.1:0", "--seed-demo-catalog", "--db"])
         .arg(db_dir.join("inventory.db"))
@@ -113,7 +118,7 @@ async fn start(db_dir: &Path, extra: &[&str]) -> (tokio::process::Child, String)
     let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
     let url = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(line) = lines.next_line().await.expect("readable stdout") {
-            if let Some(url) = line.strip_prefix("listening on ") {
+            if let Some(url) = line.strip_prefix(LISTENING_PREFIX) {
                 return Some(url.to_owned());
             }
         }
@@ -122,7 +127,7 @@ async fn start(db_dir: &Path, extra: &[&str]) -> (tokio::process::Child, String)
     .await
     .expect("it starts within 30 s")
     .expect("a listening line");
-    (child, url)
+    (child, url, lines)
 }
 
 async fn exit_code(mut child: tokio::process::Child) -> Option<i32> {
@@ -136,7 +141,7 @@ async fn exit_code(mut child: tokio::process::Child) -> Option<i32> {
 #[tokio::test]
 async fn it_seeds_serves_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let (child, url) = start(dir.path(), &[]).await;
+    let (child, url, _) = start(dir.path(), &[]).await;
 
     let item: Item = reqwest::get(format!("{url}/items/WH-50/SKU-00200"))
         .await
@@ -158,11 +163,22 @@ async fn it_seeds_serves_and_stops_cleanly_on_sigterm() {
 #[tokio::test]
 async fn it_stops_cleanly_when_stdin_closes_if_asked_to() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let (mut child, url) = start(dir.path(), &["--exit-on-stdin-close"]).await;
+    let (mut child, url, mut stdout) = start(dir.path(), &["--exit-on-stdin-close"]).await;
     let ready = reqwest::get(format!("{url}/readyz"))
         .await
         .expect("it answers");
     assert_eq!(ready.status(), 200);
     drop(child.stdin.take());
     assert_eq!(exit_code(child).await, Some(0));
+
+    // Its last line on stdout is its telemetry report, for a parent to fold into its own.
+    let mut last = String::new();
+    while let Some(line) = stdout.next_line().await.expect("readable stdout") {
+        last = line;
+    }
+    let report: telemetry::ShutdownReport = last
+        .strip_prefix(TELEMETRY_REPORT_PREFIX)
+        .and_then(|json| serde_json::from_str(json).ok())
+        .unwrap_or_else(|| panic!("no telemetry report in {last:?}"));
+    assert!(report.is_clean(), "{report}");
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use inventory_api::{AppState, Db, ErrorRate, FaultConfig, Kind, Server};
 use otlp_sink::{OtlpSink, ReceivedSpan, attr, hex_id, metric};
-use telemetry::{Config, Defaults, Telemetry, names};
+use telemetry::{Config, Defaults, Telemetry};
 use tokio::net::TcpListener;
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -224,7 +224,7 @@ async fn requests_continue_the_callers_trace_down_to_the_database() {
     };
     let route = ("http.route", "/transactions");
     assert!(has(
-        names::metric::HTTP_SERVER_DURATION,
+        names::metric::HTTP_SERVER_DURATION.name,
         &[
             route,
             ("http.request.method", "POST"),
@@ -232,7 +232,7 @@ async fn requests_continue_the_callers_trace_down_to_the_database() {
         ]
     ));
     assert!(has(
-        names::metric::HTTP_SERVER_ERRORS,
+        names::metric::HTTP_SERVER_ERRORS.name,
         &[
             route,
             ("http.response.status_code", "404"),
@@ -240,7 +240,7 @@ async fn requests_continue_the_callers_trace_down_to_the_database() {
         ]
     ));
     assert!(has(
-        names::metric::HTTP_SERVER_ERRORS,
+        names::metric::HTTP_SERVER_ERRORS.name,
         &[
             route,
             ("http.response.status_code", "503"),
@@ -248,11 +248,11 @@ async fn requests_continue_the_callers_trace_down_to_the_database() {
         ]
     ));
     assert!(!has(
-        names::metric::HTTP_SERVER_ERRORS,
+        names::metric::HTTP_SERVER_ERRORS.name,
         &[("http.response.status_code", "201")]
     ));
     assert!(has(
-        names::metric::DB_DURATION,
+        names::metric::DB_DURATION.name,
         &[
             ("db.system.name", "sqlite"),
             ("db.operation.name", "apply_transaction")

@@ -2,10 +2,13 @@
 //!
 //! Read once at start-up from a lookup function (the process environment in binaries, a map in
 //! tests); a binary then overrides fields from its command-line flags, so a flag beats the
-//! environment. Every variable read here is listed in the README's table.
+//! environment. Every variable read here is listed in the README's table. [`Config`] is grouped
+//! the way the library reads it: the resource (one for all signals), the export (the three
+//! providers), the logs (the subscriber's layers) and the address of the process's own endpoint.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 /// A variable that is set but cannot be used; says which one, what it held and why.
@@ -45,34 +48,55 @@ pub struct LogFileConfig {
 }
 
 /// Everything the telemetry library needs; built by [`Config::from_env`], then adjusted by flags.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    pub resource: ResourceConfig,
+    pub export: ExportConfig,
+    pub logs: LogsConfig,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (INV_METRICS_ADDR); None: nowhere.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// Who emits: the one OTel Resource all three signals carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceConfig {
     pub service_name: String,
     pub service_namespace: String,
     pub service_version: String,
     pub deployment_environment: String,
-    /// Further resource attributes (from OTEL_RESOURCE_ATTRIBUTES), applied before the fields above.
-    pub resource_attributes: Vec<(String, String)>,
+    /// Further attributes (from OTEL_RESOURCE_ATTRIBUTES), applied before the fields above.
+    pub attributes: Vec<(String, String)>,
+}
+
+/// Where the three signals go, and how they are sampled, batched and flushed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportConfig {
     /// OTEL_SDK_DISABLED: no OTel providers at all (console and file logs still work).
     pub sdk_disabled: bool,
     pub traces_endpoint: String,
     pub logs_endpoint: String,
     pub metrics_endpoint: String,
-    pub export_timeout: Duration,
+    pub timeout: Duration,
     pub sampler: SamplerConfig,
     pub span_batch: BatchSettings,
     pub log_batch: BatchSettings,
-    pub metric_export_interval: Duration,
+    pub metric_interval: Duration,
+    /// How often the resource metrics (CPU, memory, disk I/O) are sampled.
+    pub resource_sample_interval: Duration,
+    /// Deadline for flushing all three signals at shutdown.
+    pub shutdown_timeout: Duration,
+}
+
+/// The local log outputs: the console and the JSON file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogsConfig {
     /// RUST_LOG-style directives for the file and the OTel log bridge (and the console, unless
     /// `console_filter` is set).
-    pub log_filter: String,
+    pub filter: String,
     pub console: bool,
     /// INV_CONSOLE_FILTER: directives for the console alone (a binary may pick a quieter default).
     pub console_filter: Option<String>,
-    pub log_file: Option<LogFileConfig>,
-    pub metrics_addr: Option<SocketAddr>,
-    pub resource_sample_interval: Duration,
-    pub shutdown_timeout: Duration,
+    pub file: Option<LogFileConfig>,
 }
 
 pub const DEFAULT_ENDPOINT: &str = "http://localhost:4317";
@@ -84,7 +108,7 @@ const DEFAULT_BATCH_SIZE: usize = 512;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MetricsAddr(pub Option<SocketAddr>);
 
-impl std::str::FromStr for MetricsAddr {
+impl FromStr for MetricsAddr {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -94,6 +118,30 @@ impl std::str::FromStr for MetricsAddr {
         s.parse()
             .map(|a| Self(Some(a)))
             .map_err(|e| format!("not a socket address like 127.0.0.1:9100 or \"off\" ({e})"))
+    }
+}
+
+/// An OTLP endpoint with its scheme. The same syntax for OTEL_EXPORTER_OTLP_*ENDPOINT and the
+/// binaries' `--otlp-endpoint` flag. A scheme-less endpoint may silently become https in the
+/// exporter (a known pitfall), so it is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpEndpoint(String);
+
+impl OtlpEndpoint {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for OtlpEndpoint {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.starts_with("http://") || s.starts_with("https://") {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err("an OTLP endpoint needs a scheme, e.g. http://localhost:4317".into())
+        }
     }
 }
 
@@ -122,36 +170,146 @@ impl Config {
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty())
         };
+        let resource = ResourceConfig::read(&get, defaults.service_name, defaults.service_version)?;
+        let logs = LogsConfig::read(&get, &resource.service_name)?;
+        Ok(Self {
+            export: ExportConfig::read(&get)?,
+            metrics_addr: match parse_var::<MetricsAddr>(&get, "INV_METRICS_ADDR")? {
+                Some(MetricsAddr(addr)) => addr,
+                None => defaults.metrics_addr,
+            },
+            resource,
+            logs,
+        })
+    }
 
-        let mut resource_attributes = match get("OTEL_RESOURCE_ATTRIBUTES") {
+    /// The variables that give another process of the same run this configuration's OTLP
+    /// endpoints and shared resource (namespace, deployment environment, further attributes),
+    /// whatever flags changed them here: set on its `Command`, they are what its
+    /// [`Config::from_env`] reads. It keeps its own service name, version and `/metrics` address.
+    pub fn child_env(&self) -> [(&'static str, String); 4] {
+        let r = &self.resource;
+        let shared = [
+            ("service.namespace", r.service_namespace.as_str()),
+            (
+                "deployment.environment.name",
+                r.deployment_environment.as_str(),
+            ),
+        ];
+        let attributes: Vec<String> = r
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain(shared)
+            .map(|(k, v)| format!("{k}={}", percent_encode(v)))
+            .collect();
+        let e = &self.export;
+        [
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                e.traces_endpoint.clone(),
+            ),
+            ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", e.logs_endpoint.clone()),
+            (
+                "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+                e.metrics_endpoint.clone(),
+            ),
+            ("OTEL_RESOURCE_ATTRIBUTES", attributes.join(",")),
+        ]
+    }
+}
+
+impl ResourceConfig {
+    fn read(
+        get: &impl Fn(&str) -> Option<String>,
+        default_name: String,
+        default_version: String,
+    ) -> Result<Self, ConfigError> {
+        let mut attributes = match get("OTEL_RESOURCE_ATTRIBUTES") {
             Some(raw) => parse_resource_attributes(&raw)?,
             None => Vec::new(),
         };
         // The well-known keys become fields; what remains is passed through as is.
         let mut take = |key: &str| {
-            let pos = resource_attributes.iter().position(|(k, _)| k == key)?;
-            Some(resource_attributes.remove(pos).1)
+            let pos = attributes.iter().position(|(k, _)| k == key)?;
+            Some(attributes.remove(pos).1)
         };
         let service_name_attr = take("service.name");
-        let service_namespace = take("service.namespace").unwrap_or_else(|| "inventory".into());
-        let service_version = take("service.version").unwrap_or(defaults.service_version);
+        let service_namespace =
+            take("service.namespace").unwrap_or_else(|| names::service::NAMESPACE.into());
+        let service_version = take("service.version").unwrap_or(default_version);
         let deployment_environment = take("deployment.environment.name")
             .or_else(|| take("deployment.environment"))
             .unwrap_or_else(|| "local".into());
         let service_name = get("OTEL_SERVICE_NAME")
             .or(service_name_attr)
-            .unwrap_or(defaults.service_name);
+            .unwrap_or(default_name);
+        Ok(Self {
+            service_name,
+            service_namespace,
+            service_version,
+            deployment_environment,
+            attributes,
+        })
+    }
+}
 
-        let general = match get("OTEL_EXPORTER_OTLP_ENDPOINT") {
-            Some(v) => check_endpoint("OTEL_EXPORTER_OTLP_ENDPOINT", v)?,
-            None => DEFAULT_ENDPOINT.into(),
+impl ExportConfig {
+    fn read(get: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let general = parse_var::<OtlpEndpoint>(get, "OTEL_EXPORTER_OTLP_ENDPOINT")?
+            .map_or_else(|| DEFAULT_ENDPOINT.to_owned(), |e| e.0);
+        let endpoint = |var: &'static str| {
+            Ok::<_, ConfigError>(
+                parse_var::<OtlpEndpoint>(get, var)?.map_or_else(|| general.clone(), |e| e.0),
+            )
         };
-        let endpoint = |var: &'static str| match get(var) {
-            Some(v) => check_endpoint(var, v),
-            None => Ok(general.clone()),
-        };
+        let batch =
+            |queue: &'static str, size: &'static str, delay: &'static str, delay_ms: u64| {
+                Ok(BatchSettings {
+                    max_queue_size: parse_num(get, queue, DEFAULT_QUEUE_SIZE)?,
+                    max_export_batch_size: parse_num(get, size, DEFAULT_BATCH_SIZE)?,
+                    scheduled_delay: parse_millis(get, delay, delay_ms)?,
+                })
+            };
+        Ok(Self {
+            sdk_disabled: parse_bool(get, "OTEL_SDK_DISABLED", false)?,
+            traces_endpoint: endpoint("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")?,
+            logs_endpoint: endpoint("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT")?,
+            metrics_endpoint: endpoint("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")?,
+            timeout: parse_millis(get, "OTEL_EXPORTER_OTLP_TIMEOUT", 5_000)?,
+            sampler: parse_sampler(get("OTEL_TRACES_SAMPLER"), get("OTEL_TRACES_SAMPLER_ARG"))?,
+            span_batch: batch(
+                "OTEL_BSP_MAX_QUEUE_SIZE",
+                "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+                "OTEL_BSP_SCHEDULE_DELAY",
+                5_000,
+            )?,
+            log_batch: batch(
+                "OTEL_BLRP_MAX_QUEUE_SIZE",
+                "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE",
+                "OTEL_BLRP_SCHEDULE_DELAY",
+                1_000,
+            )?,
+            metric_interval: parse_millis(get, "OTEL_METRIC_EXPORT_INTERVAL", 10_000)?,
+            resource_sample_interval: parse_millis(get, "INV_RESOURCE_INTERVAL_MS", 5_000)?,
+            shutdown_timeout: parse_millis(get, "INV_SHUTDOWN_TIMEOUT_MS", 5_000)?,
+        })
+    }
 
-        let log_file = match get("INV_LOG_FILE").as_deref() {
+    /// Points all three signals at one endpoint (what `--otlp-endpoint` does).
+    pub fn set_endpoint(&mut self, endpoint: &OtlpEndpoint) {
+        self.traces_endpoint.clone_from(&endpoint.0);
+        self.logs_endpoint.clone_from(&endpoint.0);
+        self.metrics_endpoint.clone_from(&endpoint.0);
+    }
+}
+
+impl LogsConfig {
+    fn read(
+        get: &impl Fn(&str) -> Option<String>,
+        service_name: &str,
+    ) -> Result<Self, ConfigError> {
+        let file = match get("INV_LOG_FILE").as_deref() {
             Some("off") => None,
             Some(path) => Some(PathBuf::from(path)),
             None => Some(PathBuf::from("logs").join(format!("{service_name}.log"))),
@@ -159,86 +317,36 @@ impl Config {
         .map(|path| -> Result<LogFileConfig, ConfigError> {
             Ok(LogFileConfig {
                 path,
-                max_files: parse_num(&get, "INV_LOG_MAX_FILES", 7)?,
+                max_files: parse_num(get, "INV_LOG_MAX_FILES", 7)?,
             })
         })
         .transpose()?;
-
-        let metrics_addr = match get("INV_METRICS_ADDR") {
-            Some(v) => {
-                v.parse::<MetricsAddr>()
-                    .map_err(|reason| ConfigError {
-                        var: "INV_METRICS_ADDR",
-                        value: v.clone(),
-                        reason,
-                    })?
-                    .0
-            }
-            None => defaults.metrics_addr,
-        };
-
         Ok(Self {
-            service_name,
-            service_namespace,
-            service_version,
-            deployment_environment,
-            resource_attributes,
-            sdk_disabled: parse_bool(&get, "OTEL_SDK_DISABLED", false)?,
-            traces_endpoint: endpoint("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")?,
-            logs_endpoint: endpoint("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT")?,
-            metrics_endpoint: endpoint("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")?,
-            export_timeout: parse_millis(&get, "OTEL_EXPORTER_OTLP_TIMEOUT", 5_000)?,
-            sampler: parse_sampler(get("OTEL_TRACES_SAMPLER"), get("OTEL_TRACES_SAMPLER_ARG"))?,
-            span_batch: BatchSettings {
-                max_queue_size: parse_num(&get, "OTEL_BSP_MAX_QUEUE_SIZE", DEFAULT_QUEUE_SIZE)?,
-                max_export_batch_size: parse_num(
-                    &get,
-                    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
-                    DEFAULT_BATCH_SIZE,
-                )?,
-                scheduled_delay: parse_millis(&get, "OTEL_BSP_SCHEDULE_DELAY", 5_000)?,
-            },
-            log_batch: BatchSettings {
-                max_queue_size: parse_num(&get, "OTEL_BLRP_MAX_QUEUE_SIZE", DEFAULT_QUEUE_SIZE)?,
-                max_export_batch_size: parse_num(
-                    &get,
-                    "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE",
-                    DEFAULT_BATCH_SIZE,
-                )?,
-                scheduled_delay: parse_millis(&get, "OTEL_BLRP_SCHEDULE_DELAY", 1_000)?,
-            },
-            metric_export_interval: parse_millis(&get, "OTEL_METRIC_EXPORT_INTERVAL", 10_000)?,
-            log_filter: get("RUST_LOG").unwrap_or_else(|| "info".into()),
-            console: parse_bool(&get, "INV_LOG_CONSOLE", true)?,
+            filter: get("RUST_LOG").unwrap_or_else(|| "info".into()),
+            console: parse_bool(get, "INV_LOG_CONSOLE", true)?,
             console_filter: get("INV_CONSOLE_FILTER"),
-            log_file,
-            metrics_addr,
-            resource_sample_interval: parse_millis(&get, "INV_RESOURCE_INTERVAL_MS", 5_000)?,
-            shutdown_timeout: parse_millis(&get, "INV_SHUTDOWN_TIMEOUT_MS", 5_000)?,
+            file,
         })
     }
 
-    /// Points all three signals at one endpoint (what `--otlp-endpoint` does).
-    pub fn set_endpoint(&mut self, endpoint: &str) -> Result<(), ConfigError> {
-        let endpoint = check_endpoint("--otlp-endpoint", endpoint.to_owned())?;
-        self.traces_endpoint.clone_from(&endpoint);
-        self.logs_endpoint.clone_from(&endpoint);
-        self.metrics_endpoint = endpoint;
-        Ok(())
+    /// The directives the console uses.
+    pub fn console_directives(&self) -> &str {
+        self.console_filter.as_deref().unwrap_or(&self.filter)
     }
 }
 
-/// A scheme-less endpoint may silently become https in the exporter (a known pitfall): refuse it.
-fn check_endpoint(var: &'static str, value: String) -> Result<String, ConfigError> {
-    if value.starts_with("http://") || value.starts_with("https://") {
-        Ok(value)
-    } else {
-        Err(ConfigError {
-            var,
-            reason: "an OTLP endpoint needs a scheme, e.g. http://localhost:4317".into(),
-            value,
+/// A variable in a syntax of its own ([`MetricsAddr`], [`OtlpEndpoint`]); None when unset.
+fn parse_var<T: FromStr<Err = String>>(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+) -> Result<Option<T>, ConfigError> {
+    get(var)
+        .map(|value| {
+            value
+                .parse()
+                .map_err(|reason| ConfigError { var, value, reason })
         })
-    }
+        .transpose()
 }
 
 fn parse_num(
@@ -367,6 +475,19 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// The inverse of [`percent_decode`], for values written into OTEL_RESOURCE_ATTRIBUTES.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~:/@".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -391,15 +512,15 @@ mod tests {
     #[test]
     fn defaults_without_environment() {
         let c = config(&[]).unwrap();
-        assert_eq!(c.service_name, "invbot");
-        assert_eq!(c.service_namespace, "inventory");
-        assert_eq!(c.service_version, "1.2.3");
-        assert_eq!(c.traces_endpoint, DEFAULT_ENDPOINT);
-        assert_eq!(c.sampler, SamplerConfig::ParentBasedAlwaysOn);
-        assert!(!c.sdk_disabled);
-        assert_eq!(c.log_file.unwrap().path, PathBuf::from("logs/invbot.log"));
+        assert_eq!(c.resource.service_name, "invbot");
+        assert_eq!(c.resource.service_namespace, "inventory");
+        assert_eq!(c.resource.service_version, "1.2.3");
+        assert_eq!(c.export.traces_endpoint, DEFAULT_ENDPOINT);
+        assert_eq!(c.export.sampler, SamplerConfig::ParentBasedAlwaysOn);
+        assert!(!c.export.sdk_disabled);
+        assert_eq!(c.logs.file.unwrap().path, PathBuf::from("logs/invbot.log"));
         assert_eq!(c.metrics_addr, Some(([127, 0, 0, 1], 9100).into()));
-        assert_eq!(c.shutdown_timeout, Duration::from_secs(5));
+        assert_eq!(c.export.shutdown_timeout, Duration::from_secs(5));
     }
 
     #[test]
@@ -422,20 +543,23 @@ mod tests {
             ("INV_METRICS_ADDR", "off"),
         ])
         .unwrap();
-        assert_eq!(c.service_name, "bot-a");
-        assert_eq!(c.deployment_environment, "prod");
+        assert_eq!(c.resource.service_name, "bot-a");
+        assert_eq!(c.resource.deployment_environment, "prod");
         assert_eq!(
-            c.resource_attributes,
+            c.resource.attributes,
             vec![("team".to_owned(), "ops,inventory".to_owned())]
         );
-        assert_eq!(c.traces_endpoint, "http://collector:4317");
-        assert_eq!(c.logs_endpoint, "http://logs:4317");
-        assert_eq!(c.sampler, SamplerConfig::ParentBasedTraceIdRatio(0.25));
-        assert_eq!(c.span_batch.max_queue_size, 100);
-        assert_eq!(c.log_batch.max_export_batch_size, 7);
-        assert_eq!(c.metric_export_interval, Duration::from_millis(1500));
-        assert!(c.sdk_disabled);
-        assert!(c.log_file.is_none());
+        assert_eq!(c.export.traces_endpoint, "http://collector:4317");
+        assert_eq!(c.export.logs_endpoint, "http://logs:4317");
+        assert_eq!(
+            c.export.sampler,
+            SamplerConfig::ParentBasedTraceIdRatio(0.25)
+        );
+        assert_eq!(c.export.span_batch.max_queue_size, 100);
+        assert_eq!(c.export.log_batch.max_export_batch_size, 7);
+        assert_eq!(c.export.metric_interval, Duration::from_millis(1500));
+        assert!(c.export.sdk_disabled);
+        assert!(c.logs.file.is_none());
         assert!(c.metrics_addr.is_none());
     }
 
@@ -464,11 +588,64 @@ mod tests {
     #[test]
     fn flag_endpoint_overrides_all_signals() {
         let mut c = config(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://a:1")]).unwrap();
-        c.set_endpoint("http://b:2").unwrap();
+        c.export.set_endpoint(&"http://b:2".parse().unwrap());
+        let e = &c.export;
         assert_eq!(
-            [&c.traces_endpoint, &c.logs_endpoint, &c.metrics_endpoint],
+            [&e.traces_endpoint, &e.logs_endpoint, &e.metrics_endpoint],
             ["http://b:2"; 3]
         );
-        assert!(c.set_endpoint("b:2").is_err());
+        assert!("b:2".parse::<OtlpEndpoint>().is_err());
+    }
+
+    #[test]
+    fn a_child_reads_back_the_endpoints_and_shared_resource() {
+        let mut parent = config(&[
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "service.version=7,team=ops%2Cinventory,note=50%25%20off",
+            ),
+            ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "http://logs:4317"),
+        ])
+        .unwrap();
+        parent.export.traces_endpoint = "http://traces:4317".into();
+        parent.resource.deployment_environment = "ci, run=2".into();
+        let env = parent.child_env();
+        let child = Config::from_lookup(
+            Defaults {
+                service_name: "child".into(),
+                service_version: "0.1.0".into(),
+                metrics_addr: None,
+            },
+            |k| {
+                env.iter()
+                    .find(|(var, _)| *var == k)
+                    .map(|(_, v)| v.clone())
+            },
+        )
+        .unwrap();
+        let (p, c) = (&parent.export, &child.export);
+        assert_eq!(
+            [&c.traces_endpoint, &c.logs_endpoint, &c.metrics_endpoint],
+            [&p.traces_endpoint, &p.logs_endpoint, &p.metrics_endpoint]
+        );
+        assert_eq!(c.traces_endpoint, "http://traces:4317");
+        assert_eq!(
+            ResourceConfig {
+                service_name: "invbot".into(),
+                service_version: "1.2.3".into(),
+                ..child.resource.clone()
+            },
+            ResourceConfig {
+                service_version: "1.2.3".into(),
+                ..parent.resource
+            }
+        );
+        assert_eq!(
+            (
+                child.resource.service_name.as_str(),
+                child.resource.service_version.as_str()
+            ),
+            ("child", "0.1.0")
+        );
     }
 }

@@ -1,9 +1,9 @@
-//! The export path's bookkeeping: what was handed to the SDK, what reached the collector, and the
-//! one warning an operator gets when the collector cannot be reached.
+//! The export path's bookkeeping: what each signal's pipeline took in, what reached the
+//! collector, and the one warning an operator gets when the collector cannot be reached.
 //!
-//! The SDK's own error logs repeat on every failed export (and are filtered off, see lib.rs); these
-//! wrappers replace them with a single warning that names the endpoint, and with the counts that
-//! shutdown turns into "N spans were not delivered".
+//! The SDK's own error logs repeat on every failed export (and are filtered off, see layers.rs);
+//! these wrappers replace them with a single warning that names the endpoint, and with the
+//! counts that shutdown turns into "N spans were not delivered".
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use opentelemetry::InstrumentationScope;
+use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::logs::{LogBatch, LogExporter, LogProcessor, SdkLogRecord};
@@ -19,26 +20,131 @@ use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter, SpanProcessor};
 
-/// The target of the library's own export warnings; the OTel layers never see it.
-pub(crate) const EXPORT_TARGET: &str = "telemetry::export";
+use crate::{ExportConfig, InitError, ShutdownReport};
+
+/// The target of the library's own export warnings; the OTel layers never see it, and a console
+/// filter with `telemetry::export=off` leaves reporting export trouble to the program.
+pub const EXPORT_TARGET: &str = "telemetry::export";
 
 /// After a failed export, further exports to that endpoint fail at once for this long. The
 /// exporter retries each batch with backoff (about 0.9 s); without this, a missing collector
 /// would cost that much per batch and per signal, also at exit.
 const FAIL_FAST_FOR: Duration = Duration::from_secs(2);
 
+/// The three signals, for counts and messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Signal {
+    Traces,
+    Logs,
+    Metrics,
+}
+
+impl Signal {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Traces => "traces",
+            Self::Logs => "logs",
+            Self::Metrics => "metrics",
+        }
+    }
+}
+
+/// The OTLP/gRPC exporter of `signal`, pointed at its endpoint and watched; `build` is the
+/// builder's own (the three builders share no trait for it).
+pub(crate) fn watched_exporter<B: WithExportConfig, E>(
+    signal: Signal,
+    builder: B,
+    build: impl FnOnce(B) -> Result<E, opentelemetry_otlp::ExporterBuildError>,
+    c: &ExportConfig,
+    health: &Arc<ExportHealth>,
+) -> Result<Watched<E>, InitError> {
+    let endpoint = match signal {
+        Signal::Traces => &c.traces_endpoint,
+        Signal::Logs => &c.logs_endpoint,
+        Signal::Metrics => &c.metrics_endpoint,
+    };
+    let exporter =
+        build(builder.with_endpoint(endpoint).with_timeout(c.timeout)).map_err(|source| {
+            InitError::Exporter {
+                signal: signal.name(),
+                endpoint: endpoint.clone(),
+                source,
+            }
+        })?;
+    Ok(Watched::new(exporter, signal, endpoint, health))
+}
+
+/// A batch processor's config from [`crate::BatchSettings`]: spans and logs each have a config
+/// builder of their own, alike but with no trait in common.
+macro_rules! batch_config {
+    ($builder:ty, $settings:expr) => {{
+        let b: $crate::BatchSettings = $settings;
+        <$builder>::default()
+            .with_max_queue_size(b.max_queue_size)
+            .with_max_export_batch_size(b.max_export_batch_size)
+            .with_scheduled_delay(b.scheduled_delay)
+            .build()
+    }};
+}
+pub(crate) use batch_config;
+
+/// One signal's counts: items its pipeline took in, items the collector accepted, and export
+/// calls that succeeded or failed.
+#[derive(Debug, Default)]
+struct Tally {
+    taken: AtomicU64,
+    delivered: AtomicU64,
+    exports_ok: AtomicU64,
+    exports_failed: AtomicU64,
+}
+
+impl Tally {
+    fn undelivered(&self) -> u64 {
+        self.taken
+            .load(Relaxed)
+            .saturating_sub(self.delivered.load(Relaxed))
+    }
+}
+
 /// Delivery counts shared by the processors (items in) and the exporters (items out).
 #[derive(Debug, Default)]
 pub(crate) struct ExportHealth {
     warned: AtomicBool,
     failed_at: Mutex<HashMap<String, Instant>>,
-    pub(crate) spans_ended: AtomicU64,
-    pub(crate) spans_exported: AtomicU64,
-    pub(crate) logs_emitted: AtomicU64,
-    pub(crate) logs_exported: AtomicU64,
+    traces: Tally,
+    logs: Tally,
+    metrics: Tally,
 }
 
 impl ExportHealth {
+    fn tally(&self, signal: Signal) -> &Tally {
+        match signal {
+            Signal::Traces => &self.traces,
+            Signal::Logs => &self.logs,
+            Signal::Metrics => &self.metrics,
+        }
+    }
+
+    /// Failed metric exports so far (shutdown tells its own failure from the export's by it).
+    pub(crate) fn metric_exports_failed(&self) -> u64 {
+        self.metrics.exports_failed.load(Relaxed)
+    }
+
+    /// The counts so far, as a report without errors.
+    pub(crate) fn report(&self) -> ShutdownReport {
+        let all = [&self.traces, &self.logs, &self.metrics];
+        let sum =
+            |count: fn(&Tally) -> &AtomicU64| all.iter().map(|t| count(t).load(Relaxed)).sum();
+        ShutdownReport {
+            spans_dropped: self.traces.undelivered(),
+            logs_dropped: self.logs.undelivered(),
+            metric_exports_failed: self.metric_exports_failed(),
+            exports_ok: sum(|t| &t.exports_ok),
+            exports_failed: sum(|t| &t.exports_failed),
+            ..ShutdownReport::default()
+        }
+    }
+
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
         self.failed_at.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -50,16 +156,20 @@ impl ExportHealth {
             .is_some_and(|at| at.elapsed() < FAIL_FAST_FOR)
     }
 
-    fn record(&self, signal: &str, endpoint: &str, result: &OTelSdkResult) {
+    fn record(&self, signal: Signal, endpoint: &str, items: u64, result: &OTelSdkResult) {
+        let tally = self.tally(signal);
         let Err(error) = result else {
+            tally.delivered.fetch_add(items, Relaxed);
+            tally.exports_ok.fetch_add(1, Relaxed);
             self.failures().remove(endpoint);
             return;
         };
+        tally.exports_failed.fetch_add(1, Relaxed);
         self.failures().insert(endpoint.to_owned(), Instant::now());
         if !self.warned.swap(true, Relaxed) {
             tracing::warn!(
                 target: EXPORT_TARGET,
-                signal,
+                signal = signal.name(),
                 endpoint,
                 %error,
                 "cannot export telemetry to the OTLP endpoint; the program goes on and \
@@ -69,99 +179,99 @@ impl ExportHealth {
     }
 }
 
-/// An exporter that reports its outcome to [`ExportHealth`].
+/// An exporter of any signal that reports its outcome to [`ExportHealth`].
 #[derive(Debug)]
 pub(crate) struct Watched<E> {
     inner: E,
+    signal: Signal,
     endpoint: String,
     health: Arc<ExportHealth>,
 }
 
 impl<E> Watched<E> {
-    pub(crate) fn new(inner: E, endpoint: &str, health: &Arc<ExportHealth>) -> Self {
+    fn new(inner: E, signal: Signal, endpoint: &str, health: &Arc<ExportHealth>) -> Self {
         Self {
             inner,
+            signal,
             endpoint: endpoint.to_owned(),
             health: health.clone(),
         }
     }
-}
 
-impl<E> Watched<E> {
-    /// Runs one export unless the endpoint is failing fast; never retries by itself.
-    async fn attempt(&self, export: impl Future<Output = OTelSdkResult>) -> OTelSdkResult {
-        if self.health.failing_fast(&self.endpoint) {
-            return Err(OTelSdkError::InternalFailure(format!(
+    /// Runs one export of `items` unless the endpoint is failing fast, and records the outcome;
+    /// never retries by itself.
+    async fn watch(
+        &self,
+        items: u64,
+        export: impl Future<Output = OTelSdkResult>,
+    ) -> OTelSdkResult {
+        let result = if self.health.failing_fast(&self.endpoint) {
+            Err(OTelSdkError::InternalFailure(format!(
                 "{} failed less than {FAIL_FAST_FOR:?} ago; batch dropped",
                 self.endpoint
-            )));
-        }
-        export.await
+            )))
+        } else {
+            export.await
+        };
+        self.health
+            .record(self.signal, &self.endpoint, items, &result);
+        result
     }
+}
+
+/// Trait methods a wrapper hands straight to the `inner` it wraps.
+macro_rules! delegate {
+    (force_flush) => {
+        fn force_flush(&self) -> OTelSdkResult {
+            self.inner.force_flush()
+        }
+    };
+    (shutdown_with_timeout) => {
+        fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+            self.inner.shutdown_with_timeout(timeout)
+        }
+    };
+    (set_resource) => {
+        fn set_resource(&mut self, resource: &Resource) {
+            self.inner.set_resource(resource);
+        }
+    };
+    (temporality) => {
+        fn temporality(&self) -> Temporality {
+            self.inner.temporality()
+        }
+    };
+    ($($method:ident),+) => {
+        $(delegate!($method);)+
+    };
 }
 
 impl<E: SpanExporter> SpanExporter for Watched<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let n = batch.len() as u64;
-        let result = self.attempt(self.inner.export(batch)).await;
-        if result.is_ok() {
-            self.health.spans_exported.fetch_add(n, Relaxed);
-        }
-        self.health.record("traces", &self.endpoint, &result);
-        result
+        let items = batch.len() as u64;
+        self.watch(items, self.inner.export(batch)).await
     }
 
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.inner.shutdown_with_timeout(timeout)
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        self.inner.force_flush()
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        self.inner.set_resource(resource);
-    }
+    delegate!(shutdown_with_timeout, force_flush, set_resource);
 }
 
 impl<E: LogExporter> LogExporter for Watched<E> {
     async fn export(&self, batch: LogBatch<'_>) -> OTelSdkResult {
-        let n = batch.iter().count() as u64;
-        let result = self.attempt(self.inner.export(batch)).await;
-        if result.is_ok() {
-            self.health.logs_exported.fetch_add(n, Relaxed);
-        }
-        self.health.record("logs", &self.endpoint, &result);
-        result
+        let items = batch.iter().count() as u64;
+        self.watch(items, self.inner.export(batch)).await
     }
 
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.inner.shutdown_with_timeout(timeout)
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        self.inner.set_resource(resource);
-    }
+    delegate!(shutdown_with_timeout, set_resource);
 }
 
 impl<E: PushMetricExporter> PushMetricExporter for Watched<E> {
+    /// Counted as export calls only: a metric export carries current values, not items that
+    /// are lost for good.
     async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
-        let result = self.attempt(self.inner.export(metrics)).await;
-        self.health.record("metrics", &self.endpoint, &result);
-        result
+        self.watch(0, self.inner.export(metrics)).await
     }
 
-    fn force_flush(&self) -> OTelSdkResult {
-        self.inner.force_flush()
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.inner.shutdown_with_timeout(timeout)
-    }
-
-    fn temporality(&self) -> Temporality {
-        self.inner.temporality()
-    }
+    delegate!(force_flush, shutdown_with_timeout, temporality);
 }
 
 /// A processor that counts what enters the pipeline before handing it on.
@@ -178,6 +288,10 @@ impl<P> Counted<P> {
             health: health.clone(),
         }
     }
+
+    fn count(&self, signal: Signal) {
+        self.health.tally(signal).taken.fetch_add(1, Relaxed);
+    }
 }
 
 impl<P: SpanProcessor> SpanProcessor for Counted<P> {
@@ -187,39 +301,19 @@ impl<P: SpanProcessor> SpanProcessor for Counted<P> {
 
     fn on_end(&self, span: SpanData) {
         if span.span_context.is_sampled() {
-            self.health.spans_ended.fetch_add(1, Relaxed);
+            self.count(Signal::Traces);
         }
         self.inner.on_end(span);
     }
 
-    fn force_flush(&self) -> OTelSdkResult {
-        self.inner.force_flush()
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.inner.shutdown_with_timeout(timeout)
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        self.inner.set_resource(resource);
-    }
+    delegate!(force_flush, shutdown_with_timeout, set_resource);
 }
 
 impl<P: LogProcessor> LogProcessor for Counted<P> {
     fn emit(&self, data: &mut SdkLogRecord, instrumentation: &InstrumentationScope) {
-        self.health.logs_emitted.fetch_add(1, Relaxed);
+        self.count(Signal::Logs);
         self.inner.emit(data, instrumentation);
     }
 
-    fn force_flush(&self) -> OTelSdkResult {
-        self.inner.force_flush()
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.inner.shutdown_with_timeout(timeout)
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        self.inner.set_resource(resource);
-    }
+    delegate!(force_flush, shutdown_with_timeout, set_resource);
 }

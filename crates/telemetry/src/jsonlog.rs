@@ -1,19 +1,68 @@
 //! The local JSON log file (seeds 000/001): one object a line with timestamp, level, target,
-//! message, the event's fields, the enclosing span's name, and trace_id/span_id.
+//! message, the event's fields, the enclosing span's name, and trace_id/span_id; rotated daily,
+//! written off the logging thread.
 //!
 //! The ids come from the active OpenTelemetry context, the same place the OTLP log bridge takes
 //! them from, so a file line and its OTLP record always carry the same ids.
 
 use std::fmt;
+use std::path::Path;
 
 use opentelemetry::trace::TraceContextExt;
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_appender::rolling::{RollingFileAppender, Rotation};
+use tracing_subscriber::Layer;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
+
+use crate::{InitError, LogFileConfig};
+
+/// The file layer, and the guard that flushes its writer thread when dropped.
+pub(crate) fn layer<S>(
+    file: &LogFileConfig,
+) -> Result<(impl Layer<S> + Send + Sync, WorkerGuard), InitError>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let (writer, guard) = tracing_appender::non_blocking(rolling_file(file)?);
+    let layer = tracing_subscriber::fmt::layer()
+        .event_format(JsonLines)
+        .with_writer(writer)
+        .with_ansi(false);
+    Ok((layer, guard))
+}
+
+fn rolling_file(file: &LogFileConfig) -> Result<RollingFileAppender, InitError> {
+    fn part<'a>(s: Option<&'a std::ffi::OsStr>, default: &'a str) -> &'a str {
+        s.and_then(|s| s.to_str()).unwrap_or(default)
+    }
+    let path = &file.path;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    // Before the appender: it prunes old files first, and says so on stderr if it cannot read
+    // the directory.
+    std::fs::create_dir_all(dir).map_err(|source| InitError::LogDir {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    RollingFileAppender::builder()
+        .rotation(Rotation::DAILY)
+        .max_log_files(file.max_files)
+        .filename_prefix(part(path.file_stem(), "telemetry"))
+        .filename_suffix(part(path.extension(), "log"))
+        .build(dir)
+        .map_err(|source| InitError::LogFile {
+            path: path.display().to_string(),
+            source,
+        })
+}
 
 /// A [`FormatEvent`] writing one JSON object per event.
 #[derive(Debug, Default, Clone, Copy)]

@@ -7,65 +7,54 @@
 //!     service_name: "invbot".into(),
 //!     service_version: env!("CARGO_PKG_VERSION").into(),
 //!     metrics_addr: Some(([127, 0, 0, 1], 9100).into()),
-//! })?;
+//! })?; // then, with the `cli` feature, `TelemetryArgs::apply`: a flag beats the environment
 //! let guard = telemetry::Telemetry::builder(config).init()?;
 //! tracing::info!("working");
 //! let report = guard.shutdown(); // traces, then logs, then metrics, within the deadline
 //! # Ok(()) }
 //! ```
 //!
-//! Only this crate touches the OTel SDK and tracing-subscriber; everything else uses `tracing`
-//! and the `opentelemetry` metrics API.
+//! This module holds the public front; the SDK wiring is one module per signal (`traces`,
+//! `logs`, `metrics`, over one Resource in `providers`), the subscriber's layers are in `layers`
+//! and the JSON file in `jsonlog`. Only this crate touches the OTel SDK and tracing-subscriber;
+//! everything else uses `tracing` and the `opentelemetry` metrics API.
 
+#[cfg(feature = "cli")]
+mod cli;
 mod config;
 mod export;
 mod jsonlog;
-pub mod names;
+mod layers;
+mod logs;
+mod metrics;
 mod propagation;
+mod providers;
 mod resources;
 mod server;
+mod traces;
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Meter, MeterProvider as _};
-use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge;
-use opentelemetry_otlp::WithExportConfig;
-use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::logs::{BatchLogProcessor, SdkLoggerProvider};
-use opentelemetry_sdk::metrics::{
-    Aggregation, Instrument, InstrumentKind, PeriodicReader, SdkMeterProvider, Stream,
-};
-use opentelemetry_sdk::trace::{BatchSpanProcessor, Sampler, SdkTracerProvider};
-use tracing::Level;
-use tracing_subscriber::filter::{EnvFilter, FilterExt, filter_fn};
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::{Layer, Registry};
+use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "cli")]
+pub use cli::TelemetryArgs;
 pub use config::{
-    BatchSettings, Config, ConfigError, DEFAULT_ENDPOINT, Defaults, LogFileConfig, MetricsAddr,
-    SamplerConfig,
+    BatchSettings, Config, ConfigError, DEFAULT_ENDPOINT, Defaults, ExportConfig, LogFileConfig,
+    LogsConfig, MetricsAddr, OtlpEndpoint, ResourceConfig, SamplerConfig,
 };
+pub use export::EXPORT_TARGET;
 pub use jsonlog::JsonLines;
+pub use metrics::DURATION_BUCKETS_SECONDS;
 pub use propagation::{inject_context, set_parent_from_headers, trace_id};
 pub use resources::{LatestSample, ResourceSample};
 pub use server::ReadinessCheck;
 
-/// Histogram boundaries for durations in seconds: tens of milliseconds up to the seeds' 2 s
-/// threshold and beyond, so P95/P99 and "batch over 2 s" can be read off the buckets.
-pub const DURATION_BUCKETS_SECONDS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 5.0, 7.5, 10.0,
-];
-
-/// Export traffic and the SDK's own diagnostics must never feed back into the OTel pipeline.
-const OTEL_LAYER_EXCLUSIONS: &str =
-    "tonic=off,h2=off,hyper=off,tower=off,reqwest=off,opentelemetry=off,telemetry::export=off";
+use export::ExportHealth;
+use providers::{Providers, TimedOut};
 
 /// Why telemetry could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -156,111 +145,42 @@ impl Telemetry {
     /// Builds everything without installing it: use the dispatch with
     /// `tracing::dispatcher::with_default` and meters from [`TelemetryGuard::meter`].
     pub fn build(self) -> Result<(tracing::Dispatch, TelemetryGuard), InitError> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| InitError::NoRuntime)?;
+        // The exporters and the endpoint run on the caller's runtime.
+        tokio::runtime::Handle::try_current().map_err(|_| InitError::NoRuntime)?;
         let c = &self.config;
-        let health = Arc::new(export::ExportHealth::default());
-        let providers = if c.sdk_disabled {
+        let health = Arc::new(ExportHealth::default());
+        let providers = if c.export.sdk_disabled {
             Providers::default()
         } else {
             Providers::build(c, &health)?
         };
-
-        let filter_from = |user: &str, extra: &str| {
-            let mut directives = user_directives(user);
-            if !extra.is_empty() {
-                directives = format!("{directives},{extra}");
-            }
-            EnvFilter::builder()
-                .with_default_directive(Level::INFO.into())
-                .parse(&directives)
-                .map_err(|source| InitError::Filter {
-                    directives: user.to_owned(),
-                    source,
-                })
-        };
-        let filter = |extra: &str| filter_from(&c.log_filter, extra);
-
-        let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::new();
-        if let Some(tp) = &providers.tracer {
-            // Events become OTel log records through the bridge below; only ERROR events are
-            // also kept on the span, where they set its status. Location, thread and timing
-            // attributes are off: they cost allocations on every span and Jaeger shows timing.
-            let spans_and_errors = filter_fn(|m| m.is_span() || *m.level() == Level::ERROR);
-            layers.push(
-                tracing_opentelemetry::layer()
-                    .with_tracer(tp.tracer(c.service_name.clone()))
-                    .with_location(false)
-                    .with_threads(false)
-                    .with_target(false)
-                    .with_tracked_inactivity(false)
-                    .with_filter(filter(OTEL_LAYER_EXCLUSIONS)?.and(spans_and_errors))
-                    .boxed(),
-            );
-        }
-        if let Some(lp) = &providers.logger {
-            layers.push(
-                OpenTelemetryTracingBridge::new(lp)
-                    .with_filter(filter(OTEL_LAYER_EXCLUSIONS)?)
-                    .boxed(),
-            );
-        }
-        let mut file_guard = None;
-        if let Some(file) = &c.log_file {
-            let (writer, guard) = tracing_appender::non_blocking(rolling_file(file)?);
-            file_guard = Some(guard);
-            layers.push(
-                tracing_subscriber::fmt::layer()
-                    .event_format(JsonLines)
-                    .with_writer(writer)
-                    .with_ansi(false)
-                    .with_filter(filter("")?)
-                    .boxed(),
-            );
-        }
-        if c.console {
-            layers.push(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
-                    .with_ansi(std::io::stderr().is_terminal())
-                    .with_filter(filter_from(
-                        c.console_filter.as_deref().unwrap_or(&c.log_filter),
-                        "",
-                    )?)
-                    .boxed(),
-            );
-        }
-        let dispatch = tracing::Dispatch::new(Registry::default().with(layers));
-
-        let meter_provider = providers.meter.clone();
-        let sampler = meter_provider.as_ref().and_then(|mp| {
-            let sampler = resources::ResourceSampler::start(c.resource_sample_interval)?;
-            resources::register(&mp.meter("telemetry.resources"), &sampler.latest());
+        let (dispatch, file_guard) = layers::build(
+            &c.logs,
+            providers.tracer.as_ref(),
+            providers.logger.as_ref(),
+            &c.resource.service_name,
+        )?;
+        let sampler = providers.meter.as_ref().and_then(|mp| {
+            let sampler = resources::ResourceSampler::start(c.export.resource_sample_interval)?;
+            resources::register(&mp.meter(names::scope::RESOURCES), &sampler.latest());
             Some(sampler)
         });
-
         let server = c.metrics_addr.and_then(|addr| {
-            let _enter = runtime.enter();
-            match server::MetricsServer::start(addr, providers.registry.clone(), self.readiness) {
-                Ok(server) => Some(server),
-                Err(error) => {
-                    // A busy port (9100 is node_exporter's too) must not stop the program.
-                    tracing::dispatcher::with_default(&dispatch, || {
-                        tracing::warn!(target: export::EXPORT_TARGET, %addr, %error,
-                            "cannot serve /metrics, /healthz and /readyz; going on without them");
-                    });
-                    None
-                }
-            }
+            server::MetricsServer::start_or_warn(
+                addr,
+                providers.registry.clone(),
+                self.readiness,
+                &dispatch,
+            )
         });
-
         let guard = TelemetryGuard {
             providers,
             health,
             sampler,
             server,
             file_guard,
-            endpoint: c.traces_endpoint.clone(),
-            shutdown_timeout: c.shutdown_timeout,
+            endpoint: c.export.traces_endpoint.clone(),
+            shutdown_timeout: c.export.shutdown_timeout,
             dispatch: dispatch.clone(),
             done: false,
         };
@@ -268,206 +188,17 @@ impl Telemetry {
     }
 }
 
-/// The user's directives, plus silence for the SDK's internal logs (they repeat on every failed
-/// export; the library reports export trouble once itself) unless the user asked for them.
-fn user_directives(user: &str) -> String {
-    if user.contains("opentelemetry") {
-        user.to_owned()
-    } else {
-        format!("{user},opentelemetry=off")
-    }
-}
-
-fn rolling_file(
-    file: &LogFileConfig,
-) -> Result<tracing_appender::rolling::RollingFileAppender, InitError> {
-    let dir = file
-        .path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    let stem = file
-        .path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("telemetry");
-    let ext = file
-        .path
-        .extension()
-        .and_then(|s| s.to_str())
-        .unwrap_or("log");
-    tracing_appender::rolling::RollingFileAppender::builder()
-        .rotation(tracing_appender::rolling::Rotation::DAILY)
-        .max_log_files(file.max_files)
-        .filename_prefix(stem)
-        .filename_suffix(ext)
-        .build(dir)
-        .map_err(|source| InitError::LogFile {
-            path: file.path.display().to_string(),
-            source,
-        })
-}
-
-#[derive(Debug, Default)]
-struct Providers {
-    tracer: Option<SdkTracerProvider>,
-    logger: Option<SdkLoggerProvider>,
-    meter: Option<SdkMeterProvider>,
-    registry: Option<prometheus::Registry>,
-}
-
-impl Providers {
-    fn build(c: &Config, health: &Arc<export::ExportHealth>) -> Result<Self, InitError> {
-        let resource = resource(c);
-        let exporter_err = |signal, endpoint: &str| {
-            let endpoint = endpoint.to_owned();
-            move |source| InitError::Exporter {
-                signal,
-                endpoint,
-                source,
-            }
-        };
-
-        let spans = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(&c.traces_endpoint)
-            .with_timeout(c.export_timeout)
-            .build()
-            .map_err(exporter_err("traces", &c.traces_endpoint))?;
-        let b = c.span_batch;
-        let span_processor =
-            BatchSpanProcessor::builder(export::Watched::new(spans, &c.traces_endpoint, health))
-                .with_batch_config(
-                    opentelemetry_sdk::trace::BatchConfigBuilder::default()
-                        .with_max_queue_size(b.max_queue_size)
-                        .with_max_export_batch_size(b.max_export_batch_size)
-                        .with_scheduled_delay(b.scheduled_delay)
-                        .build(),
-                )
-                .build();
-        let tracer = SdkTracerProvider::builder()
-            .with_span_processor(export::Counted::new(span_processor, health))
-            .with_sampler(sampler(c.sampler))
-            .with_resource(resource.clone())
-            .build();
-
-        let logs = opentelemetry_otlp::LogExporter::builder()
-            .with_tonic()
-            .with_endpoint(&c.logs_endpoint)
-            .with_timeout(c.export_timeout)
-            .build()
-            .map_err(exporter_err("logs", &c.logs_endpoint))?;
-        let b = c.log_batch;
-        let log_processor =
-            BatchLogProcessor::builder(export::Watched::new(logs, &c.logs_endpoint, health))
-                .with_batch_config(
-                    opentelemetry_sdk::logs::BatchConfigBuilder::default()
-                        .with_max_queue_size(b.max_queue_size)
-                        .with_max_export_batch_size(b.max_export_batch_size)
-                        .with_scheduled_delay(b.scheduled_delay)
-                        .build(),
-                )
-                .build();
-        let logger = SdkLoggerProvider::builder()
-            .with_log_processor(export::Counted::new(log_processor, health))
-            .with_resource(resource.clone())
-            .build();
-
-        let metrics = opentelemetry_otlp::MetricExporter::builder()
-            .with_tonic()
-            .with_endpoint(&c.metrics_endpoint)
-            .with_timeout(c.export_timeout)
-            .build()
-            .map_err(exporter_err("metrics", &c.metrics_endpoint))?;
-        let registry = prometheus::Registry::new();
-        let prometheus_reader = opentelemetry_prometheus::exporter()
-            .with_registry(registry.clone())
-            .build()
-            .map_err(InitError::Prometheus)?;
-        let meter = SdkMeterProvider::builder()
-            .with_reader(
-                PeriodicReader::builder(export::Watched::new(metrics, &c.metrics_endpoint, health))
-                    .with_interval(c.metric_export_interval)
-                    .build(),
-            )
-            .with_reader(prometheus_reader)
-            .with_view(seconds_histograms)
-            .with_resource(resource)
-            .build();
-
-        Ok(Self {
-            tracer: Some(tracer),
-            logger: Some(logger),
-            meter: Some(meter),
-            registry: Some(registry),
-        })
-    }
-}
-
-/// Every histogram measured in seconds gets [`DURATION_BUCKETS_SECONDS`].
-fn seconds_histograms(i: &Instrument) -> Option<Stream> {
-    (i.kind() == InstrumentKind::Histogram && i.unit() == "s")
-        .then(|| {
-            Stream::builder()
-                .with_aggregation(Aggregation::ExplicitBucketHistogram {
-                    boundaries: DURATION_BUCKETS_SECONDS.to_vec(),
-                    record_min_max: true,
-                })
-                .build()
-                .ok()
-        })
-        .flatten()
-}
-
-fn sampler(c: SamplerConfig) -> Sampler {
-    let parent_based = |root| Sampler::ParentBased(Box::new(root));
-    match c {
-        SamplerConfig::AlwaysOn => Sampler::AlwaysOn,
-        SamplerConfig::AlwaysOff => Sampler::AlwaysOff,
-        SamplerConfig::TraceIdRatio(r) => Sampler::TraceIdRatioBased(r),
-        SamplerConfig::ParentBasedAlwaysOn => parent_based(Sampler::AlwaysOn),
-        SamplerConfig::ParentBasedAlwaysOff => parent_based(Sampler::AlwaysOff),
-        SamplerConfig::ParentBasedTraceIdRatio(r) => parent_based(Sampler::TraceIdRatioBased(r)),
-    }
-}
-
-/// One Resource for all three signals.
-fn resource(c: &Config) -> Resource {
-    let mut attrs: Vec<KeyValue> = c
-        .resource_attributes
-        .iter()
-        .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
-        .collect();
-    if !c
-        .resource_attributes
-        .iter()
-        .any(|(k, _)| k == "service.instance.id")
-    {
-        attrs.push(KeyValue::new(
-            "service.instance.id",
-            uuid::Uuid::new_v4().to_string(),
-        ));
-    }
-    attrs.extend([
-        KeyValue::new("service.name", c.service_name.clone()),
-        KeyValue::new("service.namespace", c.service_namespace.clone()),
-        KeyValue::new("service.version", c.service_version.clone()),
-        KeyValue::new(
-            "deployment.environment.name",
-            c.deployment_environment.clone(),
-        ),
-        KeyValue::new("process.pid", i64::from(std::process::id())),
-        KeyValue::new("telemetry.sdk.language", "rust"),
-        KeyValue::new("telemetry.sdk.name", "opentelemetry"),
-    ]);
-    Resource::builder_empty().with_attributes(attrs).build()
-}
-
-/// What shutdown achieved: undelivered counts and any errors, in a readable form.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What shutdown achieved: undelivered counts and any errors, in a readable form. Serializable,
+/// so a child process can hand its report to its parent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShutdownReport {
     pub spans_dropped: u64,
     pub logs_dropped: u64,
+    /// Metric exports that failed (each one carried all of the process's metrics at the time).
+    pub metric_exports_failed: u64,
+    /// Export calls of all signals that the collector accepted, and that failed.
+    pub exports_ok: u64,
+    pub exports_failed: u64,
     pub timed_out: bool,
     pub errors: Vec<String>,
 }
@@ -476,8 +207,25 @@ impl ShutdownReport {
     pub fn is_clean(&self) -> bool {
         self.spans_dropped == 0
             && self.logs_dropped == 0
+            && self.metric_exports_failed == 0
             && !self.timed_out
             && self.errors.is_empty()
+    }
+
+    /// Exports were tried and not one of them reached a collector.
+    pub fn collector_unreachable(&self) -> bool {
+        self.exports_failed > 0 && self.exports_ok == 0
+    }
+
+    /// Adds `other`'s counts and errors to these: one report for the processes of one run.
+    pub fn merge(&mut self, other: Self) {
+        self.spans_dropped += other.spans_dropped;
+        self.logs_dropped += other.logs_dropped;
+        self.metric_exports_failed += other.metric_exports_failed;
+        self.exports_ok += other.exports_ok;
+        self.exports_failed += other.exports_failed;
+        self.timed_out |= other.timed_out;
+        self.errors.extend(other.errors);
     }
 }
 
@@ -488,6 +236,11 @@ impl std::fmt::Display for ShutdownReport {
             "{} spans and {} log records not delivered",
             self.spans_dropped, self.logs_dropped
         )?;
+        match self.metric_exports_failed {
+            0 => {}
+            1 => write!(f, "; 1 metric export failed")?,
+            n => write!(f, "; {n} metric exports failed")?,
+        }
         if self.timed_out {
             write!(f, "; flush did not finish within the deadline")?;
         }
@@ -503,7 +256,7 @@ impl std::fmt::Display for ShutdownReport {
 #[derive(Debug)]
 pub struct TelemetryGuard {
     providers: Providers,
-    health: Arc<export::ExportHealth>,
+    health: Arc<ExportHealth>,
     sampler: Option<resources::ResourceSampler>,
     server: Option<server::MetricsServer>,
     file_guard: Option<tracing_appender::non_blocking::WorkerGuard>,
@@ -544,60 +297,16 @@ impl TelemetryGuard {
             return ShutdownReport::default();
         }
         drop(self.sampler.take());
-        let deadline = self.shutdown_timeout;
-        let (tracer, logger, meter) = (
-            self.providers.tracer.clone(),
-            self.providers.logger.clone(),
-            self.providers.meter.clone(),
-        );
-        let (tx, rx) = mpsc::channel();
-        // On its own thread, so a collector that hangs cannot hold the program past the deadline.
-        let flush = std::thread::Builder::new()
-            .name("telemetry-shutdown".into())
-            .spawn(move || {
-                let start = Instant::now();
-                let left = || deadline.saturating_sub(start.elapsed());
-                let mut errors = Vec::new();
-                if let Some(p) = tracer {
-                    p.shutdown_with_timeout(left())
-                        .unwrap_or_else(|e| errors.push(format!("traces: {e}")));
-                }
-                if let Some(p) = logger {
-                    p.shutdown_with_timeout(left())
-                        .unwrap_or_else(|e| errors.push(format!("logs: {e}")));
-                }
-                if let Some(p) = meter {
-                    p.shutdown_with_timeout(left())
-                        .unwrap_or_else(|e| errors.push(format!("metrics: {e}")));
-                }
-                let _ = tx.send(errors);
-            });
-        let wait = || rx.recv_timeout(deadline);
-        let outcome = match flush {
-            Err(e) => Ok(vec![format!("cannot start the flush thread: {e}")]),
-            // Export I/O runs on the tokio runtime: give this worker back to it while waiting.
-            Ok(_) if in_multi_thread_runtime() => tokio::task::block_in_place(wait),
-            Ok(_) => wait(),
-        };
-        let h = &self.health;
-        let mut report = ShutdownReport {
-            spans_dropped: h
-                .spans_ended
-                .load(Relaxed)
-                .saturating_sub(h.spans_exported.load(Relaxed)),
-            logs_dropped: h
-                .logs_emitted
-                .load(Relaxed)
-                .saturating_sub(h.logs_exported.load(Relaxed)),
-            ..ShutdownReport::default()
-        };
+        let outcome =
+            std::mem::take(&mut self.providers).shutdown(self.shutdown_timeout, &self.health);
+        let mut report = self.health.report();
         match outcome {
             Ok(errors) => report.errors = errors,
-            Err(_) => report.timed_out = true,
+            Err(TimedOut) => report.timed_out = true,
         }
         if !report.is_clean() {
             tracing::dispatcher::with_default(&self.dispatch, || {
-                tracing::warn!(target: export::EXPORT_TARGET, endpoint = %self.endpoint,
+                tracing::warn!(target: EXPORT_TARGET, endpoint = %self.endpoint,
                     "telemetry shutdown: {report}");
             });
         }
@@ -607,11 +316,6 @@ impl TelemetryGuard {
         drop(self.file_guard.take());
         report
     }
-}
-
-fn in_multi_thread_runtime() -> bool {
-    tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
 impl Drop for TelemetryGuard {

@@ -10,8 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use names::metric;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::Meter;
+use opentelemetry_semantic_conventions::attribute::{DISK_IO_DIRECTION, SYSTEM_MEMORY_STATE};
 use sysinfo::{
     CpuRefreshKind, MemoryRefreshKind, Pid, ProcessRefreshKind, ProcessesToUpdate, System,
 };
@@ -133,53 +135,53 @@ fn lock(latest: &LatestSample) -> std::sync::MutexGuard<'_, ResourceSample> {
 pub(crate) fn register(meter: &Meter, latest: &LatestSample) {
     let l = latest.clone();
     meter
-        .f64_observable_gauge("process.cpu.utilization")
-        .with_unit("1")
+        .f64_observable_gauge(metric::PROCESS_CPU_UTILIZATION.name)
+        .with_unit(metric::PROCESS_CPU_UTILIZATION.unit)
         .with_description("Share of the host's CPUs used by this process since the last sample")
         .with_callback(move |o| o.observe(lock(&l).process_cpu_utilization, &[]))
         .build();
     let l = latest.clone();
     meter
-        .u64_observable_gauge("process.memory.usage")
-        .with_unit("By")
+        .u64_observable_gauge(metric::PROCESS_MEMORY_USAGE.name)
+        .with_unit(metric::PROCESS_MEMORY_USAGE.unit)
         .with_description("Resident memory of this process")
         .with_callback(move |o| o.observe(lock(&l).process_memory_bytes, &[]))
         .build();
     let l = latest.clone();
     meter
-        .u64_observable_gauge("process.memory.virtual")
-        .with_unit("By")
+        .u64_observable_gauge(metric::PROCESS_MEMORY_VIRTUAL.name)
+        .with_unit(metric::PROCESS_MEMORY_VIRTUAL.unit)
         .with_description("Virtual memory of this process")
         .with_callback(move |o| o.observe(lock(&l).process_virtual_memory_bytes, &[]))
         .build();
     let l = latest.clone();
     meter
-        .u64_observable_counter("process.disk.io")
-        .with_unit("By")
+        .u64_observable_counter(metric::PROCESS_DISK_IO.name)
+        .with_unit(metric::PROCESS_DISK_IO.unit)
         .with_description("Bytes this process read from and wrote to disk")
         .with_callback(move |o| {
             let s = *lock(&l);
             o.observe(
                 s.process_disk_read_bytes,
-                &[KeyValue::new("disk.io.direction", "read")],
+                &[KeyValue::new(DISK_IO_DIRECTION, "read")],
             );
             o.observe(
                 s.process_disk_written_bytes,
-                &[KeyValue::new("disk.io.direction", "write")],
+                &[KeyValue::new(DISK_IO_DIRECTION, "write")],
             );
         })
         .build();
     let l = latest.clone();
     meter
-        .f64_observable_gauge("system.cpu.utilization")
-        .with_unit("1")
+        .f64_observable_gauge(metric::SYSTEM_CPU_UTILIZATION.name)
+        .with_unit(metric::SYSTEM_CPU_UTILIZATION.unit)
         .with_description("Share of the host's CPUs in use")
         .with_callback(move |o| o.observe(lock(&l).system_cpu_utilization, &[]))
         .build();
     let l = latest.clone();
     meter
-        .u64_observable_gauge("system.memory.usage")
-        .with_unit("By")
+        .u64_observable_gauge(metric::SYSTEM_MEMORY_USAGE.name)
+        .with_unit(metric::SYSTEM_MEMORY_USAGE.unit)
         .with_description("Host memory in use and free")
         .with_callback(move |o| {
             let s = *lock(&l);
@@ -188,15 +190,15 @@ pub(crate) fn register(meter: &Meter, latest: &LatestSample) {
                 .saturating_sub(s.system_memory_used_bytes);
             o.observe(
                 s.system_memory_used_bytes,
-                &[KeyValue::new("system.memory.state", "used")],
+                &[KeyValue::new(SYSTEM_MEMORY_STATE, "used")],
             );
-            o.observe(free, &[KeyValue::new("system.memory.state", "free")]);
+            o.observe(free, &[KeyValue::new(SYSTEM_MEMORY_STATE, "free")]);
         })
         .build();
     let l = latest.clone();
     meter
-        .f64_observable_gauge("system.memory.utilization")
-        .with_unit("1")
+        .f64_observable_gauge(metric::SYSTEM_MEMORY_UTILIZATION.name)
+        .with_unit(metric::SYSTEM_MEMORY_UTILIZATION.unit)
         .with_description("Share of host memory in use")
         .with_callback(move |o| {
             let s = *lock(&l);

@@ -66,8 +66,26 @@ pub(crate) struct MetricsServer {
 }
 
 impl MetricsServer {
+    /// Starts the endpoint, or warns through `dispatch` and goes on without it: a busy port
+    /// (9100 is node_exporter's too) must not stop the program.
+    pub(crate) fn start_or_warn(
+        addr: SocketAddr,
+        registry: Option<prometheus::Registry>,
+        readiness: Option<ReadinessCheck>,
+        dispatch: &tracing::Dispatch,
+    ) -> Option<Self> {
+        Self::start(addr, registry, readiness)
+            .inspect_err(|error| {
+                tracing::dispatcher::with_default(dispatch, || {
+                    tracing::warn!(%addr, %error,
+                        "cannot serve /metrics, /healthz and /readyz; going on without them");
+                });
+            })
+            .ok()
+    }
+
     /// Binds synchronously so a busy port is known at init, then serves on the current runtime.
-    pub(crate) fn start(
+    fn start(
         addr: SocketAddr,
         registry: Option<prometheus::Registry>,
         readiness: Option<ReadinessCheck>,

@@ -17,7 +17,7 @@ use crate::{Backend, Pillar, QueryError, Scope, quoted};
 
 /// Labels all series of one process share (resource, scrape, exporter): they say nothing about
 /// which series it is, so a series' description leaves them out.
-const RESOURCE_LABELS: [&str; 12] = [
+const RESOURCE_LABELS: [&str; 13] = [
     "__name__",
     "deployment_environment_name",
     "instance",
@@ -30,6 +30,7 @@ const RESOURCE_LABELS: [&str; 12] = [
     "service_version",
     "telemetry_sdk_language",
     "telemetry_sdk_name",
+    "telemetry_sdk_version",
 ];
 
 /// Client of Prometheus' HTTP API.

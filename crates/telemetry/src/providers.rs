@@ -1,0 +1,126 @@
+//! The three OTel providers over one Resource: built together, shut down in order.
+
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use opentelemetry::KeyValue;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::logs::SdkLoggerProvider;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_sdk::resource::TelemetryResourceDetector;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+
+use crate::export::ExportHealth;
+use crate::logs::init_logs;
+use crate::metrics::init_metrics;
+use crate::traces::init_traces;
+use crate::{Config, InitError, ResourceConfig};
+
+/// None of them when the SDK is disabled.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Providers {
+    pub(crate) tracer: Option<SdkTracerProvider>,
+    pub(crate) logger: Option<SdkLoggerProvider>,
+    pub(crate) meter: Option<SdkMeterProvider>,
+    /// What `/metrics` serves, from the meter provider's second reader.
+    pub(crate) registry: Option<prometheus::Registry>,
+}
+
+/// The flush did not finish within the deadline.
+#[derive(Debug)]
+pub(crate) struct TimedOut;
+
+impl Providers {
+    pub(crate) fn build(c: &Config, health: &Arc<ExportHealth>) -> Result<Self, InitError> {
+        let resource = resource(&c.resource);
+        let (meter, registry) = init_metrics(&c.export, resource.clone(), health)?;
+        Ok(Self {
+            tracer: Some(init_traces(&c.export, resource.clone(), health)?),
+            logger: Some(init_logs(&c.export, resource, health)?),
+            meter: Some(meter),
+            registry: Some(registry),
+        })
+    }
+
+    /// Shuts down traces, then logs, then metrics, on a thread of its own so that a collector
+    /// that hangs cannot hold the caller past `deadline`; returns the providers' errors.
+    pub(crate) fn shutdown(
+        self,
+        deadline: Duration,
+        health: &Arc<ExportHealth>,
+    ) -> Result<Vec<String>, TimedOut> {
+        let health = health.clone();
+        let (tx, rx) = mpsc::channel();
+        let flush = std::thread::Builder::new()
+            .name("telemetry-shutdown".into())
+            .spawn(move || {
+                let start = Instant::now();
+                let left = || deadline.saturating_sub(start.elapsed());
+                let mut errors = Vec::new();
+                if let Some(p) = self.tracer {
+                    p.shutdown_with_timeout(left())
+                        .unwrap_or_else(|e| errors.push(format!("traces: {e}")));
+                }
+                if let Some(p) = self.logger {
+                    p.shutdown_with_timeout(left())
+                        .unwrap_or_else(|e| errors.push(format!("logs: {e}")));
+                }
+                if let Some(p) = self.meter {
+                    let failed_before = health.metric_exports_failed();
+                    // The meter fails its shutdown when its final export fails: that failure is
+                    // counted already, so only another cause is an error of its own.
+                    if let Err(e) = p.shutdown_with_timeout(left())
+                        && health.metric_exports_failed() == failed_before
+                    {
+                        errors.push(format!("metrics: {e}"));
+                    }
+                }
+                let _ = tx.send(errors);
+            });
+        let wait = || rx.recv_timeout(deadline).map_err(|_| TimedOut);
+        match flush {
+            Err(e) => Ok(vec![format!("cannot start the flush thread: {e}")]),
+            // Export I/O runs on the tokio runtime: give this worker back to it while waiting.
+            Ok(_) if in_multi_thread_runtime() => tokio::task::block_in_place(wait),
+            Ok(_) => wait(),
+        }
+    }
+}
+
+fn in_multi_thread_runtime() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+}
+
+/// One Resource for all three signals: the further attributes, the configured fields over them,
+/// and last the SDK's own `telemetry.sdk.*` from its detector, which nothing overrides.
+fn resource(c: &ResourceConfig) -> Resource {
+    let mut attrs: Vec<KeyValue> = c
+        .attributes
+        .iter()
+        .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+        .collect();
+    if !c.attributes.iter().any(|(k, _)| k == "service.instance.id") {
+        attrs.push(KeyValue::new(
+            "service.instance.id",
+            uuid::Uuid::new_v4().to_string(),
+        ));
+    }
+    attrs.extend([
+        KeyValue::new("service.name", c.service_name.clone()),
+        KeyValue::new("service.namespace", c.service_namespace.clone()),
+        KeyValue::new("service.version", c.service_version.clone()),
+        KeyValue::new(
+            "deployment.environment.name",
+            c.deployment_environment.clone(),
+        ),
+        KeyValue::new("process.pid", i64::from(std::process::id())),
+    ]);
+    // Not Resource::builder(): its other detectors read OTEL_SERVICE_NAME and
+    // OTEL_RESOURCE_ATTRIBUTES from the process, bypassing the Config they were read into.
+    Resource::builder_empty()
+        .with_attributes(attrs)
+        .with_detector(Box::new(TelemetryResourceDetector))
+        .build()
+}
