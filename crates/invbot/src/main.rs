@@ -164,10 +164,10 @@ struct VerifyArgs {
     #[arg(long)]
     json: bool,
     /// Jaeger query API.
-    #[arg(long, env = "INV_JAEGER_URL", default_value = "http://127.0.0.1:16686")]
+    #[arg(long, env = "INV_JAEGER_URL", default_value = verify::DEFAULT_JAEGER_URL)]
     jaeger_url: String,
     /// The log store the pipeline writes to: victorialogs, or loki for a Loki-based setup.
-    #[arg(long, env = "INV_LOGS_BACKEND", default_value = "victorialogs")]
+    #[arg(long, env = "INV_LOGS_BACKEND", default_value_t = verify::LogStore::VictoriaLogs)]
     logs_backend: verify::LogStore,
     /// The log store's HTTP API (default: VictoriaLogs http://127.0.0.1:9428, Loki
     /// http://127.0.0.1:3100).
@@ -177,7 +177,7 @@ struct VerifyArgs {
     #[arg(
         long,
         env = "INV_PROMETHEUS_URL",
-        default_value = "http://127.0.0.1:9090"
+        default_value = verify::DEFAULT_PROMETHEUS_URL
     )]
     prometheus_url: String,
 }
@@ -470,8 +470,8 @@ async fn run_with_api(
         max_delay: Duration::from_millis(args.retry_max_ms),
         timeout: Duration::from_millis(args.timeout_ms),
     };
-    let client = ApiClient::new(&url, policy, &guard.meter("invbot"))
-        .context("cannot build the HTTP client")?;
+    let meter = guard.meter(names::scope::BOT);
+    let client = ApiClient::new(&url, policy, &meter).context("cannot build the HTTP client")?;
     let opts = RunOptions {
         rejects_path: args
             .rejects
@@ -492,14 +492,7 @@ async fn run_with_api(
         grafana_url: args.grafana_url.clone(),
         progress: std::io::stderr().is_terminal() && !args.no_progress,
     };
-    let summary = run(
-        &opts,
-        parsed,
-        &client,
-        &guard.meter("invbot"),
-        guard.resources(),
-    )
-    .await;
+    let summary = run(&opts, parsed, &client, &meter, guard.resources()).await;
     let api_report = match api {
         Some(api) => Some(api.stop().await?),
         None => None,

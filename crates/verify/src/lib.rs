@@ -35,7 +35,12 @@ pub use report::Report;
 pub use target::{ParseTargetError, Scope, Target, TraceId};
 pub use victorialogs::VictoriaLogs;
 
-/// Where the backends' query APIs listen; the defaults are the native stack's.
+/// Jaeger's and Prometheus' query APIs on the native stack (the log store's:
+/// [`LogStore::default_url`]).
+pub const DEFAULT_JAEGER_URL: &str = "http://127.0.0.1:16686";
+pub const DEFAULT_PROMETHEUS_URL: &str = "http://127.0.0.1:9090";
+
+/// Where the backends' query APIs listen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoints {
     pub jaeger: String,
@@ -43,18 +48,6 @@ pub struct Endpoints {
     pub logs: String,
     pub log_store: LogStore,
     pub prometheus: String,
-}
-
-impl Default for Endpoints {
-    fn default() -> Self {
-        let log_store = LogStore::default();
-        Self {
-            jaeger: "http://127.0.0.1:16686".into(),
-            logs: log_store.default_url().into(),
-            log_store,
-            prometheus: "http://127.0.0.1:9090".into(),
-        }
-    }
 }
 
 /// One backend's check of its pillar for a scope.

@@ -12,10 +12,8 @@ use crate::Pillar;
 use crate::report::counts;
 
 /// Which log store the logs pillar is read from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogStore {
-    #[default]
     VictoriaLogs,
     Loki,
 }
