@@ -47,8 +47,8 @@ pub(crate) fn get(url: &str) -> Result<(u16, String)> {
     Ok((status, body))
 }
 
-/// GET `url` and parse the JSON body of a 2xx answer.
-pub(crate) fn get_json(url: &str) -> Result<serde_json::Value> {
+/// GET `url`: the body of a 2xx answer, else an error with the start of the body.
+fn get_ok(url: &str) -> Result<String> {
     let (status, body) = get(url)?;
     if !(200..300).contains(&status) {
         bail!(
@@ -56,7 +56,12 @@ pub(crate) fn get_json(url: &str) -> Result<serde_json::Value> {
             body.chars().take(300).collect::<String>()
         );
     }
-    serde_json::from_str(&body).with_context(|| format!("{url}: not JSON"))
+    Ok(body)
+}
+
+/// GET `url` and parse the JSON body of a 2xx answer.
+pub(crate) fn get_json(url: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(&get_ok(url)?).with_context(|| format!("{url}: not JSON"))
 }
 
 /// Jaeger's answer for one trace id (`data` is empty when it has no such trace).
@@ -79,14 +84,8 @@ pub(crate) fn logsql(query: &str, window: Duration) -> Result<Vec<serde_json::Va
         encode(query),
         now.saturating_sub(window).as_secs()
     );
-    let (status, body) = get(&url)?;
-    if !(200..300).contains(&status) {
-        bail!(
-            "{url} answered {status}: {}",
-            body.chars().take(300).collect::<String>()
-        );
-    }
-    body.lines()
+    get_ok(&url)?
+        .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).with_context(|| format!("{url}: not JSON lines")))
         .collect()

@@ -18,7 +18,14 @@ use anyhow::{Context, Result, bail};
 struct Task {
     name: &'static str,
     about: &'static str,
-    run: fn(&Path, &[String]) -> Result<()>,
+    action: Action,
+}
+
+enum Action {
+    /// Runs the task (it takes no arguments).
+    Run(fn(&Path) -> Result<()>),
+    /// A group of subcommands (`stack`), dispatched and described the same way.
+    Tasks(&'static [Task]),
 }
 
 /// Every task, declared once: dispatch and every usage text come from here.
@@ -27,25 +34,25 @@ const TASKS: &[Task] = &[
         name: "ci",
         about: "what CI runs: cargo fmt --check, clippy -D warnings, the workspace tests \
                 (--locked), then compose-check, alerts-check, smoke, e2e and alerts-e2e",
-        run: |root, _| ci(root),
+        action: Action::Run(ci),
     },
     Task {
         name: "stack",
         about: "the native backends on 127.0.0.1: stack <install|up|status|logs|down> \
                 (`cargo xtask stack --help`)",
-        run: |root, args| dispatch(root, "stack ", STACK, args),
+        action: Action::Tasks(STACK),
     },
     Task {
         name: "smoke",
         about: "stack up, one bot run exporting to the collector, invbot verify on its trace \
                 (Jaeger, VictoriaLogs, Prometheus), stack down",
-        run: |root, _| smoke::smoke(root, &stack::Ctx::new(root)?),
+        action: Action::Run(|root| smoke::smoke(root, &stack::Ctx::new(root)?)),
     },
     Task {
         name: "alerts-check",
         about: "promtool check/test the alert rules, amtool check the Alertmanager config and \
                 its routing",
-        run: |root, _| alerts::alerts_check(root),
+        action: Action::Run(alerts::alerts_check),
     },
     Task {
         name: "e2e",
@@ -53,24 +60,24 @@ const TASKS: &[Task] = &[
                 every Grafana dashboard, variable and datasource-link query against the live \
                 backends must return data; with VictoriaLogs stopped verify must name only the \
                 logs pillar; stack down",
-        run: |root, _| e2e::e2e(root, &stack::Ctx::new(root)?),
+        action: Action::Run(|root| e2e::e2e(root, &stack::Ctx::new(root)?)),
     },
     Task {
         name: "alerts-e2e",
         about: "stack up, a bot run with half its calls failing: the error-rate alert must fire \
                 in Prometheus, reach Alertmanager and the webhook, and the bot's own alert events \
                 must be in VictoriaLogs in failing traces; stack down",
-        run: |root, _| alerts_e2e::alerts_e2e(root, &stack::Ctx::new(root)?),
+        action: Action::Run(|root| alerts_e2e::alerts_e2e(root, &stack::Ctx::new(root)?)),
     },
     Task {
         name: "compose-check",
         about: "validate compose/docker-compose.yml, alone and with the loki option, with Docker \
                 Compose's `config` (built by stack install; needs no Docker engine)",
-        run: |root, _| {
+        action: Action::Run(|root| {
             let ctx = stack::Ctx::new(root)?;
             stack::install(&ctx)?;
             stack::compose_check(&ctx)
-        },
+        }),
     },
 ];
 
@@ -80,34 +87,34 @@ const STACK: &[Task] = &[
         name: "install",
         about: "build or install the backends once, into ~/.cache/inventory-pipeline \
                 ($INV_STACK_CACHE), keyed by version (compose/.env)",
-        run: |root, _| stack::install(&stack::Ctx::new(root)?),
+        action: Action::Run(|root| stack::install(&stack::Ctx::new(root)?)),
     },
     Task {
         name: "up",
         about: "start them on 127.0.0.1, data under .stack/ ($INV_STACK_STATE); returns when \
                 every health endpoint answers",
-        run: |root, _| stack::up(&stack::Ctx::new(root)?),
+        action: Action::Run(|root| stack::up(&stack::Ctx::new(root)?)),
     },
     Task {
         name: "status",
         about: "each backend, up or not, with its URL (fails unless all are up)",
-        run: |root, _| {
+        action: Action::Run(|root| {
             if stack::status(&stack::Ctx::new(root)?)? {
                 Ok(())
             } else {
                 bail!("not every backend is up")
             }
-        },
+        }),
     },
     Task {
         name: "logs",
         about: "where each backend's log is",
-        run: |root, _| stack::logs(&stack::Ctx::new(root)?),
+        action: Action::Run(|root| stack::logs(&stack::Ctx::new(root)?)),
     },
     Task {
         name: "down",
         about: "stop the processes `stack up` started",
-        run: |root, _| stack::down(&stack::Ctx::new(root)?),
+        action: Action::Run(|root| stack::down(&stack::Ctx::new(root)?)),
     },
 ];
 
@@ -164,11 +171,16 @@ fn dispatch(root: &Path, prefix: &str, tasks: &[Task], args: &[String]) -> Resul
         }
     };
     let rest = &args[1..];
-    if is_help(rest.first().map(String::as_str)) && task.name != "stack" {
-        println!("usage: cargo xtask {prefix}{}\n\n{}", task.name, task.about);
-        return Ok(());
+    match task.action {
+        Action::Tasks(subtasks) => {
+            dispatch(root, &format!("{prefix}{} ", task.name), subtasks, rest)
+        }
+        Action::Run(_) if is_help(rest.first().map(String::as_str)) => {
+            println!("usage: cargo xtask {prefix}{}\n\n{}", task.name, task.about);
+            Ok(())
+        }
+        Action::Run(run) => run(root),
     }
-    (task.run)(root, rest)
 }
 
 /// The workspace root: xtask lives one level below it.
