@@ -72,9 +72,19 @@ pub(crate) fn run(root: &Path, ctx: &Ctx, label: &str, extra: &[&str]) -> Result
 
 /// `invbot verify <args>` against the native stack's backends, from `dir`.
 pub(crate) fn verify(invbot: &Path, dir: &Path, args: &[&str]) -> Result<Output> {
+    against_stack(invbot, "verify", dir, args)
+}
+
+/// `invbot <command> <args>` (`verify` or `report`) against the native stack's backends, from
+/// `dir`; a backend URL in `args` comes last, so it wins.
+pub(crate) fn against_stack(
+    invbot: &Path,
+    command: &str,
+    dir: &Path,
+    args: &[&str],
+) -> Result<Output> {
     Command::new(invbot)
-        .arg("verify")
-        .args(args)
+        .arg(command)
         .args(["--jaeger-url", url::JAEGER])
         .args([
             "--logs-backend",
@@ -83,9 +93,10 @@ pub(crate) fn verify(invbot: &Path, dir: &Path, args: &[&str]) -> Result<Output>
             url::VICTORIALOGS,
         ])
         .args(["--prometheus-url", url::PROMETHEUS])
+        .args(args)
         .current_dir(dir)
         .output()
-        .context("cannot run invbot verify")
+        .with_context(|| format!("cannot run invbot {command}"))
 }
 
 /// [`verify`] that must find every pillar complete; returns the report's first line.

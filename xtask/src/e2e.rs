@@ -81,6 +81,7 @@ fn checks(root: &Path, ctx: &Ctx) -> Result<()> {
         &["--run-id", run_id, "--timeout-secs", "120"],
     )?;
     eprintln!("xtask: e2e: invbot verify: {verdict}");
+    crate::report_check::check(&invbot, &dir, run_id, &summary)?;
 
     let trace_id = summary["batches"][0]["trace_id"]
         .as_str()

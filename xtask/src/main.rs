@@ -3,8 +3,10 @@
 mod alerts;
 mod alerts_e2e;
 mod bot;
+mod browser;
 mod e2e;
 mod http;
+mod report_check;
 mod smoke;
 mod stack;
 mod tidy;

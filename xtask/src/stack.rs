@@ -298,6 +298,20 @@ fn free_gib(dir: &Path) -> Option<u64> {
     Some(kib / 1024 / 1024)
 }
 
+/// Debian's Chromium, for the e2e step's browser test of `invbot report`'s page.
+fn chromium() -> Backend {
+    Backend {
+        name: "chromium",
+        binary: PathBuf::from(crate::browser::CHROMIUM),
+        args: Vec::new(),
+        health: String::new(),
+        shown: String::new(),
+        install: Install::Apt {
+            package: "chromium",
+        },
+    }
+}
+
 /// Docker Compose, built to validate compose/docker-compose.yml (`config` needs no engine).
 fn compose_tool(ctx: &Ctx) -> Result<Backend> {
     let version = ctx.version("COMPOSE_VERSION")?;
@@ -376,6 +390,7 @@ pub(crate) fn compose_check(ctx: &Ctx) -> Result<()> {
 pub(crate) fn install(ctx: &Ctx) -> Result<()> {
     let mut all = backends(ctx)?;
     all.push(compose_tool(ctx)?);
+    all.push(chromium());
     for b in all {
         if b.binary.exists() {
             eprintln!("xtask: {} is installed: {}", b.name, b.binary.display());
@@ -383,7 +398,7 @@ pub(crate) fn install(ctx: &Ctx) -> Result<()> {
         }
         let started = Instant::now();
         match &b.install {
-            Install::Apt { package } => install_apt(package)?,
+            Install::Apt { package } => install_apt(package, &b.binary)?,
             Install::Collector { version } => build_collector(ctx, &b, version)?,
             Install::GoModule {
                 dir,
@@ -509,10 +524,11 @@ fn go_install(ctx: &Ctx, b: &Backend, package: &str, version: &str, ldflags: &st
     )
 }
 
-fn install_apt(package: &str) -> Result<()> {
+fn install_apt(package: &str, binary: &Path) -> Result<()> {
     if !have("apt-get") {
         bail!(
-            "{package} comes from Debian's packages, and apt-get is not available here: install Prometheus 2.42+ and Alertmanager 0.25+ so that /usr/bin/prometheus and /usr/bin/prometheus-alertmanager exist"
+            "{package} comes from Debian's packages, and apt-get is not available here: install it (Prometheus 2.42+, Alertmanager 0.25+, any recent Chromium) so that {} exists",
+            binary.display()
         );
     }
     run(

@@ -6,6 +6,7 @@ pub mod api_process;
 pub mod client;
 pub mod generate;
 pub mod input;
+pub mod report;
 pub mod runner;
 pub mod summary;
 pub mod untrusted;

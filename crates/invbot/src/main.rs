@@ -32,7 +32,13 @@ const LAST_RUN_FILE: &str = "last-run";
 const LAST_RUN_BATCHES_FILE: &str = "last-run-batches";
 
 #[derive(Debug, Parser)]
-#[command(name = "invbot", version, about = "The instrumented inventory bot")]
+// A flag given twice takes its last value, so a wrapper's defaults can be overridden after them.
+#[command(
+    name = "invbot",
+    version,
+    about = "The instrumented inventory bot",
+    args_override_self = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -47,6 +53,9 @@ enum Command {
     /// Check that a run's traces, logs and metrics reached Jaeger, the log store and Prometheus, and
     /// name what is missing.
     Verify(VerifyArgs),
+    /// Write one self-contained HTML page of a run from the three backends: its figures, charts,
+    /// batches, and each batch's trace with its log records.
+    Report(Box<ReportArgs>),
     /// Run the inventory API in this process (what `run` starts as its second service).
     #[command(hide = true)]
     ServeApi {
@@ -145,8 +154,9 @@ struct GenerateArgs {
     output: Option<PathBuf>,
 }
 
+/// Which run or trace, and where the backends' query APIs are: what `verify` and `report` share.
 #[derive(Debug, Args)]
-struct VerifyArgs {
+struct TargetArgs {
     /// One batch's trace id (32 hex digits, from the run summary).
     #[arg(long, conflicts_with = "run_id", value_parser = parse_trace_id)]
     trace_id: Option<verify::TraceId>,
@@ -160,10 +170,7 @@ struct VerifyArgs {
     /// How long to keep polling the backends (they store asynchronously), in seconds.
     #[arg(long, default_value_t = 60)]
     timeout_secs: u64,
-    /// Print the report as JSON on stdout.
-    #[arg(long)]
-    json: bool,
-    /// Jaeger query API.
+    /// Jaeger query API (and UI, for links).
     #[arg(long, env = "INV_JAEGER_URL", default_value = verify::DEFAULT_JAEGER_URL)]
     jaeger_url: String,
     /// The log store the pipeline writes to: victorialogs, or loki for a Loki-based setup.
@@ -180,6 +187,31 @@ struct VerifyArgs {
         default_value = verify::DEFAULT_PROMETHEUS_URL
     )]
     prometheus_url: String,
+}
+
+#[derive(Debug, Args)]
+struct VerifyArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct ReportArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// The page to write (default: reports/run-<run id>.html, or reports/trace-<trace id>.html).
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// Grafana base URL, for Explore links (e.g. http://localhost:3000).
+    #[arg(long, env = "INV_GRAFANA_URL")]
+    grafana_url: Option<String>,
+    /// vmui, VictoriaLogs' UI, for links to a batch's records (default: the log store's
+    /// /select/vmui/ when it is VictoriaLogs).
+    #[arg(long, env = "INV_VMUI_URL")]
+    vmui_url: Option<String>,
 }
 
 fn parse_trace_id(s: &str) -> Result<verify::TraceId, String> {
@@ -212,6 +244,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => run_generate(&args).map(|()| ExitCode::SUCCESS),
         Command::Run(args) => runtime().and_then(|rt| rt.block_on(run_command(*args))),
         Command::Verify(args) => runtime().and_then(|rt| rt.block_on(verify_command(args))),
+        Command::Report(args) => runtime().and_then(|rt| rt.block_on(report_command(*args))),
     };
     result.unwrap_or_else(|e| {
         eprintln!("invbot: {e:#}");
@@ -239,7 +272,8 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-async fn verify_command(args: VerifyArgs) -> Result<ExitCode> {
+/// The target's pillars judged by the verifier, with where the backends are.
+async fn judge(args: TargetArgs) -> Result<(verify::Target, verify::Endpoints, verify::Report)> {
     let target = match (args.trace_id, args.run_id) {
         (Some(trace), _) => verify::Target::Trace(trace),
         (None, Some(run)) => run
@@ -285,16 +319,79 @@ async fn verify_command(args: VerifyArgs) -> Result<ExitCode> {
         }
         report.expect_traces(expected);
     }
+    Ok((target, endpoints, report))
+}
+
+async fn verify_command(args: VerifyArgs) -> Result<ExitCode> {
+    let (_, _, report) = judge(args.target).await?;
     if args.json {
         stdout(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
     } else {
         stdout(&report.to_string())?;
     }
-    Ok(if report.is_complete() {
+    Ok(verdict(report.is_complete()))
+}
+
+fn verdict(complete: bool) -> ExitCode {
+    if complete {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_MISSING)
-    })
+    }
+}
+
+async fn report_command(args: ReportArgs) -> Result<ExitCode> {
+    let (target, endpoints, verdict_report) = judge(args.target).await?;
+    let gathered = invbot::report::gather(&target, &verdict_report, &endpoints).await;
+    let (name, title) = match &target {
+        verify::Target::Run(id) => (format!("run-{id}"), format!("invbot run {id}")),
+        verify::Target::Trace(id) => (format!("trace-{id}"), format!("invbot trace {id}")),
+    };
+    let vmui = args.vmui_url.or_else(|| {
+        (endpoints.log_store == verify::LogStore::VictoriaLogs)
+            .then(|| format!("{}/select/vmui/", endpoints.logs.trim_end_matches('/')))
+    });
+    let links = invbot::report::LinkBases {
+        jaeger: Some(endpoints.jaeger.clone()),
+        grafana: args.grafana_url,
+        vmui,
+    };
+    let data = invbot::report::ReportData::new(gathered, links, now_rfc3339());
+    let html = invbot::report::render(&data, &title)?;
+    let path = args
+        .output
+        .unwrap_or_else(|| PathBuf::from("reports").join(format!("{name}.html")));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the directory {}", dir.display()))?;
+    }
+    std::fs::write(&path, &html).with_context(|| format!("cannot write {}", path.display()))?;
+    let spans: usize = data.traces.values().map(|t| t.spans.len()).sum();
+    let records: usize = data.traces.values().map(|t| t.logs.len()).sum();
+    let mut text = format!(
+        "wrote {} ({} KiB): {} batches, {spans} spans, {records} log records, {} charts\n",
+        path.display(),
+        html.len() / 1024,
+        data.batches.len(),
+        data.charts.len()
+    );
+    if !data.missing.is_empty() {
+        text.push_str("missing:\n");
+        for m in &data.missing {
+            text.push_str(&format!("  - {m}\n"));
+        }
+    }
+    stdout(&text)?;
+    Ok(verdict(data.missing.is_empty()))
+}
+
+/// Now, as RFC 3339 in UTC, to the second.
+fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    now.replace_nanosecond(0)
+        .unwrap_or(now)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 fn run_generate(args: &GenerateArgs) -> Result<()> {

@@ -245,8 +245,10 @@ pub async fn run(
         telemetry: None,
     };
     tracing::info!(event = event::RUN_END, run_id = %opts.run_id, rows = summary.rows_read,
-        applied = summary.applied, failed = summary.failed, rejected = summary.rejected,
-        retries = summary.retries, duration_s = duration, "run finished");
+        applied = summary.applied, replayed = summary.replayed, failed = summary.failed,
+        rejected = summary.rejected, retries = summary.retries,
+        rejects_file = summary.rejects_file.as_deref().unwrap_or_default(),
+        duration_s = duration, "run finished");
     Ok(summary)
 }
 

@@ -184,6 +184,15 @@ pub fn grafana_link(base: &str, trace_id: &str) -> String {
     )
 }
 
+/// Link to a trace's log records in vmui, VictoriaLogs' own UI (`<base>/select/vmui/`).
+pub fn vmui_link(base: &str, trace_id: &str) -> String {
+    format!(
+        "{}/#/?query={}",
+        base.trim_end_matches('/'),
+        percent_encode(&format!("trace_id:=\"{trace_id}\""))
+    )
+}
+
 fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {

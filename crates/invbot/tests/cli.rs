@@ -168,16 +168,16 @@ fn without_a_collector_the_run_goes_on_and_says_so_once() {
     );
 }
 
-#[test]
-fn verify_names_every_missing_pillar_when_no_backend_answers() {
-    // Nothing listens on these ports: every pillar is reported missing, and the exit status says so.
+/// `invbot <command> --trace-id <id> --timeout-secs 1 <args>` with every backend URL on a port
+/// where nothing listens.
+fn against_closed_ports(command: &str, args: &[&std::ffi::OsStr]) -> std::process::Output {
     let closed = || {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}", l.local_addr().unwrap())
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        format!("http://{}", l.local_addr().expect("its address"))
     };
-    let out = invbot()
+    invbot()
         .args([
-            "verify",
+            command,
             "--trace-id",
             "4bf92f3577b34da6a3ce929d0e0e4736",
             "--timeout-secs",
@@ -191,12 +191,47 @@ fn verify_names_every_missing_pillar_when_no_backend_answers() {
             "--prometheus-url",
             &closed(),
         ])
+        .args(args)
         .output()
-        .unwrap();
+        .expect("run invbot")
+}
+
+#[test]
+fn verify_names_every_missing_pillar_when_no_backend_answers() {
+    // Every pillar is reported missing, and the exit status says so.
+    let out = against_closed_ports("verify", &[]);
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(
         report.contains("traces:") && report.contains("Jaeger"),
         "{report}"
     );
+}
+
+#[test]
+fn report_is_written_even_when_no_backend_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("nested/report.html");
+    let out = against_closed_ports("report", &["-o".as_ref(), page.as_os_str()]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("0 batches") && said.contains("traces:"),
+        "{said}"
+    );
+    let html = std::fs::read_to_string(&page).expect("the page is written");
+    assert!(html.contains("invbot trace 4bf92f3577b34da6a3ce929d0e0e4736"));
+    assert!(html.contains(r#"data-encoding="gzip-base64""#));
+    assert!(!html.contains("{{"), "every placeholder is filled");
+}
+
+#[test]
+fn report_needs_a_valid_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "report".as_ref(),
+        "--state-dir".as_ref(),
+        dir.path().as_os_str(),
+    ];
+    assert_usage_error(&args, "no last run recorded");
 }

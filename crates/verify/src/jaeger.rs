@@ -29,6 +29,16 @@ impl Jaeger {
         }
     }
 
+    /// Every span of the target's traces, as Jaeger has them (what `invbot report` draws).
+    pub async fn details(&self, scope: &Scope) -> Result<Vec<TraceDetail>, QueryError> {
+        Ok(self
+            .traces(scope)
+            .await?
+            .iter()
+            .map(TraceDetail::new)
+            .collect())
+    }
+
     async fn traces(&self, scope: &Scope) -> Result<Vec<Trace>, QueryError> {
         let found: Option<Response> = match scope.target() {
             Target::Trace(id) => self.http.find(&format!("/api/traces/{id}"), &[]).await?,
@@ -55,11 +65,10 @@ impl Backend for Jaeger {
     type Report = TracesReport;
 
     async fn check(&self, scope: &Scope) -> Result<TracesReport, QueryError> {
-        let traces = self.traces(scope).await?;
-        Ok(TracesReport {
-            target: scope.target().clone(),
-            traces: traces.iter().map(TraceSummary::new).collect(),
-        })
+        Ok(TracesReport::new(
+            scope.target(),
+            &self.details(scope).await?,
+        ))
     }
 }
 
@@ -68,6 +77,107 @@ impl Backend for Jaeger {
 pub struct TracesReport {
     pub target: Target,
     pub traces: Vec<TraceSummary>,
+}
+
+impl TracesReport {
+    pub fn new(target: &Target, traces: &[TraceDetail]) -> Self {
+        Self {
+            target: target.clone(),
+            traces: traces.iter().map(TraceSummary::new).collect(),
+        }
+    }
+}
+
+/// One trace, every span of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TraceDetail {
+    pub trace_id: String,
+    /// In Jaeger's order (not sorted).
+    pub spans: Vec<SpanDetail>,
+    /// Each service's `service.instance.id`s (process tags).
+    pub instances: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// One span, its tags as strings.
+#[derive(Debug, Clone, Serialize)]
+pub struct SpanDetail {
+    pub span_id: String,
+    /// The span's `CHILD_OF` reference, which may not be in Jaeger.
+    pub parent_id: Option<String>,
+    pub service: String,
+    pub name: String,
+    /// `span.kind` (`client`, `server`, ...; `internal` when Jaeger has none).
+    pub kind: String,
+    /// Microseconds since the Unix epoch.
+    pub start_us: u64,
+    pub duration_us: u64,
+    /// Status Error.
+    pub error: bool,
+    /// The span's own tags, without those Jaeger adds for kind and status.
+    pub attributes: Vec<(String, String)>,
+}
+
+impl SpanDetail {
+    pub fn end_us(&self) -> u64 {
+        self.start_us + self.duration_us
+    }
+}
+
+/// Tags that say again what [`SpanDetail`]'s own fields say.
+const SPAN_FIELD_TAGS: [&str; 4] = [
+    "span.kind",
+    "error",
+    "otel.status_code",
+    "internal.span.format",
+];
+
+impl TraceDetail {
+    fn new(trace: &Trace) -> Self {
+        let service_of = |process_id: &str| {
+            trace
+                .processes
+                .get(process_id)
+                .map_or("", |p| p.service_name.as_str())
+        };
+        let spans = trace
+            .spans
+            .iter()
+            .map(|s| SpanDetail {
+                span_id: s.span_id.clone(),
+                parent_id: s.parent().map(str::to_owned),
+                service: service_of(&s.process_id).to_owned(),
+                name: s.operation_name.clone(),
+                kind: s
+                    .tags
+                    .iter()
+                    .find(|t| t.key == "span.kind")
+                    .map_or_else(|| "internal".to_owned(), Tag::text),
+                start_us: s.start_time,
+                duration_us: s.duration,
+                error: s.is_error(),
+                attributes: s
+                    .tags
+                    .iter()
+                    .filter(|t| !SPAN_FIELD_TAGS.contains(&t.key.as_str()))
+                    .map(|t| (t.key.clone(), t.text()))
+                    .collect(),
+            })
+            .collect();
+        let mut instances: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for process in trace.processes.values() {
+            if let Some(id) = process.instance_id() {
+                instances
+                    .entry(process.service_name.clone())
+                    .or_default()
+                    .insert(id.to_owned());
+            }
+        }
+        Self {
+            trace_id: trace.trace_id.clone(),
+            spans,
+            instances,
+        }
+    }
 }
 
 /// The shape of one trace.
@@ -96,14 +206,8 @@ pub struct TraceSummary {
 }
 
 impl TraceSummary {
-    fn new(trace: &Trace) -> Self {
-        let service_of = |process_id: &str| {
-            trace
-                .processes
-                .get(process_id)
-                .map_or("", |p| p.service_name.as_str())
-        };
-        let by_id: HashMap<&str, &Span> = trace
+    fn new(trace: &TraceDetail) -> Self {
+        let by_id: HashMap<&str, &SpanDetail> = trace
             .spans
             .iter()
             .map(|s| (s.span_id.as_str(), s))
@@ -111,37 +215,29 @@ impl TraceSummary {
         let mut summary = Self {
             trace_id: trace.trace_id.clone(),
             span_count: trace.spans.len(),
-            start_us: trace.spans.iter().map(|s| s.start_time).min().unwrap_or(0),
-            end_us: trace.spans.iter().map(Span::end).max().unwrap_or(0),
+            instances: trace.instances.clone(),
+            start_us: trace.spans.iter().map(|s| s.start_us).min().unwrap_or(0),
+            end_us: trace
+                .spans
+                .iter()
+                .map(SpanDetail::end_us)
+                .max()
+                .unwrap_or(0),
             ..Self::default()
         };
         for s in &trace.spans {
-            let svc = service_of(&s.process_id);
-            *summary.services.entry(svc.to_owned()).or_default() += 1;
-            *summary
-                .span_names
-                .entry(s.operation_name.clone())
-                .or_default() += 1;
-            summary.error_spans += usize::from(s.is_error());
-            match s.parent().map(|p| by_id.get(p)) {
-                None => summary.roots.push(s.operation_name.clone()),
+            *summary.services.entry(s.service.clone()).or_default() += 1;
+            *summary.span_names.entry(s.name.clone()).or_default() += 1;
+            summary.error_spans += usize::from(s.error);
+            match s.parent_id.as_deref().map(|p| by_id.get(p)) {
+                None => summary.roots.push(s.name.clone()),
                 Some(None) => summary.orphans += 1,
                 Some(Some(parent)) => {
-                    summary.cross_service_links +=
-                        usize::from(service_of(&parent.process_id) != svc);
+                    summary.cross_service_links += usize::from(parent.service != s.service);
                 }
             }
         }
         summary.roots.sort();
-        for process in trace.processes.values() {
-            if let Some(id) = process.instance_id() {
-                summary
-                    .instances
-                    .entry(process.service_name.clone())
-                    .or_default()
-                    .insert(id.to_owned());
-            }
-        }
         summary
     }
 
@@ -259,10 +355,6 @@ struct Span {
 }
 
 impl Span {
-    fn end(&self) -> u64 {
-        self.start_time + self.duration
-    }
-
     fn parent(&self) -> Option<&str> {
         self.references
             .iter()
@@ -309,4 +401,14 @@ impl Process {
 struct Tag {
     key: String,
     value: serde_json::Value,
+}
+
+impl Tag {
+    /// The value as text: a string as it is, anything else in JSON.
+    fn text(&self) -> String {
+        match &self.value {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }
+    }
 }

@@ -32,7 +32,7 @@ pub use loki::Loki;
 pub use poll::Outcome;
 pub use prometheus::Prometheus;
 pub use report::Report;
-pub use target::{ParseTargetError, Scope, Target, TraceId};
+pub use target::{ParseTargetError, Scope, Target, TraceId, Window};
 pub use victorialogs::VictoriaLogs;
 
 /// Jaeger's and Prometheus' query APIs on the native stack (the log store's:
@@ -95,7 +95,7 @@ pub async fn verify(target: &Target, endpoints: &Endpoints, deadline: Instant) -
 }
 
 /// A value as a double-quoted LogQL/PromQL/LogsQL string literal (all three use Go's syntax).
-pub(crate) fn quoted(value: &str) -> String {
+pub fn quoted(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 2);
     out.push('"');
     for c in value.chars() {

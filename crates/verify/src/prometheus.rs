@@ -69,6 +69,45 @@ impl Prometheus {
     }
 }
 
+impl Prometheus {
+    /// `promql` evaluated every `step` over `window` (`/api/v1/query_range`): one series per
+    /// label set, each point `(unix seconds, value)`; `NaN` and infinite values are left out.
+    pub async fn query_range(
+        &self,
+        promql: &str,
+        window: Window,
+        step: std::time::Duration,
+    ) -> Result<Vec<RangeSeries>, QueryError> {
+        let mut query = vec![("query", promql.to_owned())];
+        query.extend(range(window));
+        query.push(("step", format!("{:.3}", step.as_secs_f64())));
+        let answer: Response<Matrix> = self.http.get("/api/v1/query_range", &query).await?;
+        Ok(answer
+            .data
+            .result
+            .into_iter()
+            .map(|s| RangeSeries {
+                labels: s.metric,
+                points: s
+                    .values
+                    .into_iter()
+                    .filter_map(|(t, v)| {
+                        Some((t, v.parse::<f64>().ok().filter(|v| v.is_finite())?))
+                    })
+                    .collect(),
+            })
+            .collect())
+    }
+}
+
+/// One series of a range query.
+#[derive(Debug, Clone, Serialize)]
+pub struct RangeSeries {
+    pub labels: BTreeMap<String, String>,
+    /// `(unix seconds, value)`, oldest first.
+    pub points: Vec<(f64, f64)>,
+}
+
 fn range(window: Window) -> [(&'static str, String); 2] {
     [
         ("start", format!("{:.3}", window.start.as_secs_f64())),
@@ -330,6 +369,18 @@ type Labels = BTreeMap<String, String>;
 #[derive(Debug, Deserialize)]
 struct Response<T> {
     data: T,
+}
+
+/// A range query's `data`: values come as `[unix seconds, "decimal"]`.
+#[derive(Debug, Deserialize)]
+struct Matrix {
+    result: Vec<MatrixSeries>,
+}
+
+#[derive(Debug, Deserialize)]
+struct MatrixSeries {
+    metric: Labels,
+    values: Vec<(f64, String)>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -92,9 +92,9 @@ pub enum ParseTargetError {
 
 /// A time range, as durations since the Unix epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Window {
-    pub(crate) start: Duration,
-    pub(crate) end: Duration,
+pub struct Window {
+    pub start: Duration,
+    pub end: Duration,
 }
 
 /// What the pillars are checked against: the target, its trace ids with the services that have
@@ -161,7 +161,7 @@ impl Scope {
         self
     }
 
-    pub(crate) fn target(&self) -> &Target {
+    pub fn target(&self) -> &Target {
         &self.target
     }
 
@@ -182,11 +182,11 @@ impl Scope {
     }
 
     /// Service → its `service.instance.id`s.
-    pub(crate) fn instances(&self) -> &BTreeMap<String, BTreeSet<String>> {
+    pub fn instances(&self) -> &BTreeMap<String, BTreeSet<String>> {
         &self.instances
     }
 
-    pub(crate) fn window(&self) -> Window {
+    pub fn window(&self) -> Window {
         self.window
     }
 }

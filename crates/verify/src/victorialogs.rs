@@ -7,7 +7,11 @@
 //! `service.name` is a stream field (the collector's `VL-Stream-Fields` header); `trace_id`,
 //! `severity_text` and `event` are the records' own fields.
 
-use serde::Deserialize;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use crate::http::Http;
 use crate::logs::{LogsReport, Tally};
@@ -30,7 +34,11 @@ impl VictoriaLogs {
         }
     }
 
-    async fn query(&self, logsql: &str, window: Window) -> Result<Vec<Row>, QueryError> {
+    async fn query<T: serde::de::DeserializeOwned>(
+        &self,
+        logsql: &str,
+        window: Window,
+    ) -> Result<Vec<T>, QueryError> {
         // Whole seconds, widened outwards so that the window never loses a record.
         let query = [
             ("query", logsql.to_owned()),
@@ -39,6 +47,110 @@ impl VictoriaLogs {
         ];
         self.http.get_lines("/select/logsql/query", &query).await
     }
+}
+
+impl VictoriaLogs {
+    /// Every record of the scope's traces, each service's in time order (what `invbot report`
+    /// shows by span).
+    pub async fn trace_records(&self, scope: &Scope) -> Result<Vec<LogRecord>, QueryError> {
+        let mut out = Vec::new();
+        for (svc, trace_ids) in scope.trace_ids_by_service() {
+            for chunk in trace_ids.chunks(TRACE_IDS_PER_QUERY) {
+                out.extend(
+                    self.records(&records_logsql(svc, chunk), scope.window())
+                        .await?,
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// The records of `service` that `filter` (LogsQL, after the stream selector) selects in
+    /// `window`, oldest first.
+    pub async fn service_records(
+        &self,
+        service: &str,
+        filter: &str,
+        window: Window,
+    ) -> Result<Vec<LogRecord>, QueryError> {
+        let logsql = format!(
+            "{{service.name={}}} {filter} | sort by (_time)",
+            quoted(service)
+        );
+        self.records(&logsql, window).await
+    }
+
+    async fn records(&self, logsql: &str, window: Window) -> Result<Vec<LogRecord>, QueryError> {
+        let rows: Vec<BTreeMap<String, String>> = self.query(logsql, window).await?;
+        Ok(rows.into_iter().map(LogRecord::new).collect())
+    }
+}
+
+/// One log record as VictoriaLogs keeps it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogRecord {
+    /// Microseconds since the Unix epoch (0 when VictoriaLogs gave no readable `_time`).
+    pub time_us: u64,
+    pub service: String,
+    pub severity: String,
+    pub event: String,
+    pub message: String,
+    pub trace_id: String,
+    pub span_id: String,
+    /// The record's other fields: its attributes, and `service.instance.id`.
+    pub fields: BTreeMap<String, String>,
+}
+
+/// Fields that are the record's resource (but `service.instance.id`, which ties a record to its
+/// process) or VictoriaLogs' own.
+fn is_resource_field(key: &str) -> bool {
+    const PREFIXES: [&str; 6] = [
+        "_stream",
+        "service.",
+        "telemetry.",
+        "deployment.",
+        "host.",
+        "process.",
+    ];
+    key != "service.instance.id" && PREFIXES.iter().any(|p| key.starts_with(p))
+}
+
+impl LogRecord {
+    fn new(mut fields: BTreeMap<String, String>) -> Self {
+        let mut take = |key: &str| fields.remove(key).unwrap_or_default();
+        let time_us = OffsetDateTime::parse(&take("_time"), &Rfc3339).map_or(0, |t| {
+            u64::try_from(t.unix_timestamp_nanos() / 1000).unwrap_or(0)
+        });
+        let (service, severity, event, message, trace_id, span_id) = (
+            take("service.name"),
+            take("severity_text"),
+            take("event"),
+            take("_msg"),
+            take("trace_id"),
+            take("span_id"),
+        );
+        fields.retain(|k, _| !is_resource_field(k));
+        Self {
+            time_us,
+            service,
+            severity,
+            event,
+            message,
+            trace_id,
+            span_id,
+            fields,
+        }
+    }
+}
+
+/// The LogsQL that selects one service's records carrying any of `trace_ids`, oldest first.
+fn records_logsql(service: &str, trace_ids: &[&str]) -> String {
+    let ids: Vec<String> = trace_ids.iter().map(|id| quoted(id)).collect();
+    format!(
+        "{{service.name={}}} trace_id:in({}) | sort by (_time)",
+        quoted(service),
+        ids.join(", ")
+    )
 }
 
 /// The LogsQL that counts one service's records carrying any of `trace_ids`.
@@ -60,7 +172,8 @@ impl Backend for VictoriaLogs {
         for (svc, trace_ids) in scope.trace_ids_by_service() {
             for chunk in trace_ids.chunks(TRACE_IDS_PER_QUERY) {
                 let logsql = logsql(svc, chunk);
-                for row in self.query(&logsql, scope.window()).await? {
+                let rows: Vec<Row> = self.query(&logsql, scope.window()).await?;
+                for row in rows {
                     report.tally(&Tally {
                         service: svc,
                         trace_id: non_empty(&row.trace_id),
@@ -102,7 +215,37 @@ fn decimal<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
 
 #[cfg(test)]
 mod tests {
-    use super::logsql;
+    use std::collections::BTreeMap;
+
+    use super::{LogRecord, logsql};
+
+    #[test]
+    fn a_record_keeps_its_attributes_and_drops_its_resource() {
+        let fields: BTreeMap<String, String> = [
+            ("_time", "2026-12-01T23:00:01.5Z"),
+            ("_stream", "{service.name=\"invbot\"}"),
+            ("_msg", "inventory API call failed"),
+            ("service.name", "invbot"),
+            ("service.instance.id", "abc"),
+            ("telemetry.sdk.name", "opentelemetry"),
+            ("event", "api_error"),
+            ("error.type", "unavailable"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let r = LogRecord::new(fields);
+        assert_eq!(r.time_us, 1_796_166_001_500_000);
+        assert_eq!(
+            (r.service.as_str(), r.event.as_str()),
+            ("invbot", "api_error")
+        );
+        assert_eq!(r.message, "inventory API call failed");
+        assert_eq!(
+            r.fields.keys().collect::<Vec<_>>(),
+            ["error.type", "service.instance.id"]
+        );
+    }
 
     #[test]
     fn one_query_counts_a_services_records_of_several_traces() {
