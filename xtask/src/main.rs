@@ -5,6 +5,7 @@ mod alerts_e2e;
 mod bot;
 mod browser;
 mod e2e;
+mod gateway_e2e;
 mod http;
 mod report_check;
 mod smoke;
@@ -26,6 +27,8 @@ struct Task {
 enum Action {
     /// Runs the task (it takes no arguments).
     Run(fn(&Path) -> Result<()>),
+    /// Runs the task with its arguments.
+    RunWith(fn(&Path, &[String]) -> Result<()>),
     /// A group of subcommands (`stack`), dispatched and described the same way.
     Tasks(&'static [Task]),
 }
@@ -35,7 +38,8 @@ const TASKS: &[Task] = &[
     Task {
         name: "ci",
         about: "what CI runs: cargo fmt --check, clippy -D warnings, the workspace tests \
-                (--locked), then compose-check, alerts-check, smoke, e2e and alerts-e2e",
+                (--locked), then compose-check, alerts-check, smoke, e2e, gateway-e2e and \
+                alerts-e2e",
         action: Action::Run(ci),
     },
     Task {
@@ -63,6 +67,14 @@ const TASKS: &[Task] = &[
                 backends must return data; with VictoriaLogs stopped verify must name only the \
                 logs pillar; stack down",
         action: Action::Run(|root| e2e::e2e(root, &stack::Ctx::new(root)?)),
+    },
+    Task {
+        name: "gateway-e2e",
+        about: "stack up --topology gateway (an agent, two gateways), a faulty run with PII \
+                canaries and a run of slow batches: Jaeger holds whole traces, every one with an \
+                error or slower than 2 s and the sampling share of the rest; spanmetrics count \
+                every span; no canary in any backend; stack down",
+        action: Action::Run(gateway_e2e::gateway_e2e),
     },
     Task {
         name: "alerts-e2e",
@@ -94,8 +106,19 @@ const STACK: &[Task] = &[
     Task {
         name: "up",
         about: "start them on 127.0.0.1, data under .stack/ ($INV_STACK_STATE); returns when \
-                every health endpoint answers",
-        action: Action::Run(|root| stack::up(&stack::Ctx::new(root)?)),
+                every health endpoint answers. --topology gateway: an agent collector in front \
+                of two gateways (tail sampling, redaction) instead of the single collector",
+        action: Action::RunWith(|root, args| {
+            let mut ctx = stack::Ctx::new(root)?;
+            match args {
+                [] => {}
+                [flag, name] if flag == "--topology" => {
+                    ctx.topology = stack::Topology::parse(name)?
+                }
+                other => bail!("stack up takes --topology single|gateway, not {other:?}"),
+            }
+            stack::up(&ctx)
+        }),
     },
     Task {
         name: "status",
@@ -177,11 +200,15 @@ fn dispatch(root: &Path, prefix: &str, tasks: &[Task], args: &[String]) -> Resul
         Action::Tasks(subtasks) => {
             dispatch(root, &format!("{prefix}{} ", task.name), subtasks, rest)
         }
-        Action::Run(_) if is_help(rest.first().map(String::as_str)) => {
+        Action::Run(_) | Action::RunWith(_) if is_help(rest.first().map(String::as_str)) => {
             println!("usage: cargo xtask {prefix}{}\n\n{}", task.name, task.about);
             Ok(())
         }
+        Action::Run(_) if !rest.is_empty() => {
+            bail!("{prefix}{} takes no arguments, not {rest:?}", task.name)
+        }
         Action::Run(run) => run(root),
+        Action::RunWith(run) => run(root, rest),
     }
 }
 
@@ -225,6 +252,7 @@ fn ci(root: &Path) -> Result<()> {
     alerts::alerts_check(root)?;
     smoke::smoke(root, &ctx)?;
     e2e::e2e(root, &ctx)?;
+    gateway_e2e::gateway_e2e(root)?;
     alerts_e2e::alerts_e2e(root, &ctx)?;
     eprintln!("xtask: ci passed");
     Ok(())

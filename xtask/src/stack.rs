@@ -23,6 +23,35 @@ pub(crate) struct Ctx {
     cache: PathBuf,
     pub(crate) state: PathBuf,
     versions: HashMap<String, String>,
+    /// Which collectors run: what `stack up` was asked for, remembered in the state directory
+    /// so that status, logs and down see the same.
+    pub(crate) topology: Topology,
+}
+
+/// The collectors in front of the backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Topology {
+    /// One collector (otel-collector/config.yaml): the default for one machine.
+    Single,
+    /// An agent (agent.yaml) in front of two gateways (config.yaml + gateway.yaml).
+    Gateway,
+}
+
+impl Topology {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Single => "single",
+            Self::Gateway => "gateway",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Result<Self> {
+        match s {
+            "single" => Ok(Self::Single),
+            "gateway" => Ok(Self::Gateway),
+            other => bail!("unknown topology {other:?}: single or gateway"),
+        }
+    }
 }
 
 impl Ctx {
@@ -43,11 +72,16 @@ impl Ctx {
         };
         let state =
             std::env::var_os("INV_STACK_STATE").map_or_else(|| root.join(".stack"), PathBuf::from);
+        let topology = match fs::read_to_string(state.join(TOPOLOGY_FILE)) {
+            Ok(name) => Topology::parse(name.trim())?,
+            Err(_) => Topology::Single,
+        };
         Ok(Self {
             root: root.to_owned(),
             cache,
             state,
             versions,
+            topology,
         })
     }
 
@@ -67,6 +101,9 @@ impl Ctx {
     }
 }
 
+/// Where `up` records the topology it started (removed by `down`).
+const TOPOLOGY_FILE: &str = "topology";
+
 fn home() -> Result<PathBuf> {
     std::env::var_os("HOME")
         .map(PathBuf::from)
@@ -81,6 +118,7 @@ pub(crate) mod url {
     pub(crate) const VICTORIALOGS: &str = "http://127.0.0.1:9428";
     pub(crate) const PROMETHEUS: &str = "http://127.0.0.1:9090";
     pub(crate) const ALERTMANAGER: &str = "http://127.0.0.1:9093";
+    /// The single collector's OTLP gRPC receiver, or the agent's in the gateway topology.
     pub(crate) const COLLECTOR_OTLP: &str = "http://127.0.0.1:4317";
     /// Where Alertmanager posts its notifications (alertmanager/alertmanager.yml).
     pub(crate) const WEBHOOK_ADDR: &str = "127.0.0.1:9095";
@@ -139,6 +177,8 @@ struct Backend {
     name: &'static str,
     binary: PathBuf,
     args: Vec<String>,
+    /// Its own environment, over the stack's (`INV_BIND_HOST`, `INV_STATE_DIR`).
+    env: Vec<(&'static str, String)>,
     /// The URL that answers 200 once the backend is ready.
     health: String,
     /// Where users reach it, as `stack status` shows it.
@@ -182,6 +222,7 @@ fn backends(ctx: &Ctx) -> Result<Vec<Backend>> {
                 .join(format!("jaeger-{}", jaeger.trim_start_matches('v')))
                 .join("jaeger"),
             args: vec![format!("--config={root}/jaeger/config.yaml")],
+            env: Vec::new(),
             health: "http://127.0.0.1:13134/status".into(),
             shown: url::JAEGER.into(),
             install: Install::GoModule {
@@ -205,6 +246,7 @@ fn backends(ctx: &Ctx) -> Result<Vec<Backend>> {
                 format!("-storageDataPath={data}/victorialogs"),
                 "-retentionPeriod=7d".into(),
             ],
+            env: Vec::new(),
             health: format!("{}/health", url::VICTORIALOGS),
             shown: format!("{} (vmui: /select/vmui/)", url::VICTORIALOGS),
             install: Install::GoGet {
@@ -225,6 +267,7 @@ fn backends(ctx: &Ctx) -> Result<Vec<Backend>> {
                 "--enable-feature=exemplar-storage".into(),
                 "--web.enable-lifecycle".into(),
             ],
+            env: Vec::new(),
             health: format!("{}/-/ready", url::PROMETHEUS),
             shown: url::PROMETHEUS.into(),
             install: Install::Apt {
@@ -240,27 +283,133 @@ fn backends(ctx: &Ctx) -> Result<Vec<Backend>> {
                 format!("--web.listen-address={}", listen(url::ALERTMANAGER)),
                 "--cluster.listen-address=".into(),
             ],
+            env: Vec::new(),
             health: format!("{}/-/ready", url::ALERTMANAGER),
             shown: url::ALERTMANAGER.into(),
             install: Install::Apt {
                 package: "prometheus-alertmanager",
             },
         },
-        Backend {
+    ]
+    .into_iter()
+    .chain(collectors(ctx, &root, &data.to_string(), &otel)?)
+    .collect())
+}
+
+/// A gateway of the gateway topology and its ports (its OTLP HTTP port is the gRPC one + 1).
+pub(crate) struct Gateway {
+    pub(crate) name: &'static str,
+    grpc: u16,
+    health: u16,
+    /// The Prometheus exporter (prometheus/prometheus.yml's `otel-gateway` job scrapes it).
+    exporter: u16,
+    /// The collector's own metrics.
+    telemetry: u16,
+}
+
+pub(crate) const GATEWAYS: [Gateway; 2] = [
+    Gateway {
+        name: "otel-gateway-1",
+        grpc: 4327,
+        health: 13143,
+        exporter: 8891,
+        telemetry: 8898,
+    },
+    Gateway {
+        name: "otel-gateway-2",
+        grpc: 4337,
+        health: 13153,
+        exporter: 8892,
+        telemetry: 8908,
+    },
+];
+
+/// The collectors of `ctx.topology`, gateways before the agent that sends to them.
+fn collectors(ctx: &Ctx, root: &str, data: &str, version: &str) -> Result<Vec<Backend>> {
+    let binary = collector_binary(ctx, version)?;
+    let install = || Install::Collector {
+        version: version.to_owned(),
+    };
+    let config = |files: &[&str]| {
+        files
+            .iter()
+            .map(|f| format!("--config={root}/otel-collector/{f}"))
+            .collect::<Vec<_>>()
+    };
+    if ctx.topology == Topology::Single {
+        return Ok(vec![Backend {
             name: "otel-collector",
-            binary: ctx
-                .cache
-                .join(format!("otelcol-{otel}"))
-                .join("otelcol-inv"),
-            args: vec![format!("--config={root}/otel-collector/config.yaml")],
+            binary,
+            args: config(&["config.yaml"]),
+            env: Vec::new(),
             health: "http://127.0.0.1:13133/".into(),
             shown: format!(
                 "{} (OTLP gRPC), :4318 (HTTP), :8889 (Prometheus exporter)",
                 url::COLLECTOR_OTLP
             ),
-            install: Install::Collector { version: otel },
-        },
-    ])
+            install: install(),
+        }]);
+    }
+    let mut out: Vec<Backend> = GATEWAYS
+        .iter()
+        .map(|g| Backend {
+            name: g.name,
+            binary: binary.clone(),
+            args: config(&["config.yaml", "gateway.yaml"]),
+            env: vec![
+                ("INV_OTLP_GRPC_PORT", g.grpc.to_string()),
+                ("INV_OTLP_HTTP_PORT", (g.grpc + 1).to_string()),
+                ("INV_HEALTH_PORT", g.health.to_string()),
+                ("INV_PROMETHEUS_EXPORTER_PORT", g.exporter.to_string()),
+                ("INV_TELEMETRY_PORT", g.telemetry.to_string()),
+                // Each gateway its own export queue.
+                ("INV_STATE_DIR", format!("{data}/{}", g.name)),
+            ],
+            health: format!("http://127.0.0.1:{}/", g.health),
+            shown: format!(
+                "127.0.0.1:{} (OTLP gRPC), :{} (Prometheus exporter)",
+                g.grpc, g.exporter
+            ),
+            install: install(),
+        })
+        .collect();
+    let gateways: Vec<String> = GATEWAYS
+        .iter()
+        .map(|g| format!("127.0.0.1:{}", g.grpc))
+        .collect();
+    out.push(Backend {
+        name: "otel-agent",
+        binary,
+        args: config(&["agent.yaml"]),
+        env: vec![("INV_GATEWAYS", format!("[{}]", gateways.join(", ")))],
+        health: "http://127.0.0.1:13133/".into(),
+        shown: format!(
+            "{} (OTLP gRPC), :4318 (HTTP), to the gateways {}",
+            url::COLLECTOR_OTLP,
+            gateways.join(", ")
+        ),
+        install: install(),
+    });
+    Ok(out)
+}
+
+/// The collector built from the builder manifest: cached by version and by the manifest's
+/// content, so adding a component builds a new binary rather than reusing one without it.
+fn collector_binary(ctx: &Ctx, version: &str) -> Result<PathBuf> {
+    let manifest = ctx.root.join("otel-collector/builder-config.yaml");
+    let text =
+        fs::read(&manifest).with_context(|| format!("cannot read {}", manifest.display()))?;
+    Ok(ctx
+        .cache
+        .join(format!("otelcol-{version}-{:08x}", fnv1a(&text) as u32))
+        .join("otelcol-inv"))
+}
+
+/// FNV-1a, 64 bits: a stable content hash (std's hasher may change between Rust releases).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 fn run(cmd: &mut Command, what: &str) -> Result<()> {
@@ -304,6 +453,7 @@ fn chromium() -> Backend {
         name: "chromium",
         binary: PathBuf::from(crate::browser::CHROMIUM),
         args: Vec::new(),
+        env: Vec::new(),
         health: String::new(),
         shown: String::new(),
         install: Install::Apt {
@@ -322,6 +472,7 @@ fn compose_tool(ctx: &Ctx) -> Result<Backend> {
             .join(format!("docker-compose-{version}"))
             .join("docker-compose"),
         args: Vec::new(),
+        env: Vec::new(),
         health: String::new(),
         shown: String::new(),
         install: Install::GoModule {
@@ -576,6 +727,7 @@ pub(crate) fn up(ctx: &Ctx) -> Result<()> {
     for sub in ["pids", "logs", "data"] {
         fs::create_dir_all(ctx.state.join(sub))?;
     }
+    fs::write(ctx.state.join(TOPOLOGY_FILE), ctx.topology.name())?;
     let mut started = Vec::new();
     let mut children = Vec::new();
     let result = (|| -> Result<()> {
@@ -598,6 +750,7 @@ pub(crate) fn up(ctx: &Ctx) -> Result<()> {
                 .env("INV_BIND_HOST", "127.0.0.1")
                 .env("INV_STATE_DIR", ctx.state.join("data"))
                 .env("GOMEMLIMIT", "410MiB")
+                .envs(b.env.iter().map(|(k, v)| (k, v)))
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
                 .stderr(log)
@@ -668,6 +821,7 @@ pub(crate) fn down(ctx: &Ctx) -> Result<()> {
     for b in backends(ctx)?.iter().rev() {
         stop(ctx, b);
     }
+    let _ = fs::remove_file(ctx.state.join(TOPOLOGY_FILE));
     Ok(())
 }
 
