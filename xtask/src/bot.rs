@@ -34,6 +34,18 @@ pub(crate) struct BotRun {
 /// `deployment.environment.name` keeps the checks to this run's data even when the stack kept
 /// data from earlier runs.
 pub(crate) fn run(root: &Path, ctx: &Ctx, label: &str, extra: &[&str]) -> Result<BotRun> {
+    start(root, ctx, label, extra)?.finish()
+}
+
+/// A bot run going on, for checks that do something to the stack meanwhile.
+pub(crate) struct Started {
+    invbot: PathBuf,
+    pub(crate) environment: String,
+    child: std::process::Child,
+}
+
+/// [`run`], without waiting for it.
+pub(crate) fn start(root: &Path, ctx: &Ctx, label: &str, extra: &[&str]) -> Result<Started> {
     let invbot = build(root)?;
     let dir = ctx.state.join(label);
     std::fs::create_dir_all(&dir)?;
@@ -44,7 +56,7 @@ pub(crate) fn run(root: &Path, ctx: &Ctx, label: &str, extra: &[&str]) -> Result
             .map_or(0, |d| d.as_millis())
     );
     eprintln!("xtask: {label}: one bot run exporting to the collector");
-    let out = Command::new(&invbot)
+    let child = Command::new(&invbot)
         .args(["run", "--json", "--no-progress", "--otlp-endpoint"])
         .arg(url::COLLECTOR_OTLP)
         .args(["--environment", &environment])
@@ -52,22 +64,40 @@ pub(crate) fn run(root: &Path, ctx: &Ctx, label: &str, extra: &[&str]) -> Result
         .env("INV_METRICS_ADDR", "off")
         .env("OTEL_METRIC_EXPORT_INTERVAL", "1000")
         .current_dir(&dir)
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .context("cannot run invbot")?;
-    // 0: all applied; 3: some rows failed or were rejected (the built-in sample has a few).
-    if !matches!(out.status.code(), Some(0 | 3)) {
-        bail!(
-            "invbot run failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let summary = serde_json::from_slice(&out.stdout).context("invbot printed no JSON summary")?;
-    Ok(BotRun {
+    Ok(Started {
         invbot,
         environment,
-        summary,
+        child,
     })
+}
+
+impl Started {
+    /// Waits for the run; it must end with its JSON summary.
+    pub(crate) fn finish(self) -> Result<BotRun> {
+        let out = self
+            .child
+            .wait_with_output()
+            .context("cannot wait for invbot")?;
+        // 0: all applied; 3: some rows failed or were rejected (the built-in sample has a few).
+        if !matches!(out.status.code(), Some(0 | 3)) {
+            bail!(
+                "invbot run failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let summary =
+            serde_json::from_slice(&out.stdout).context("invbot printed no JSON summary")?;
+        Ok(BotRun {
+            invbot: self.invbot,
+            environment: self.environment,
+            summary,
+        })
+    }
 }
 
 /// `invbot verify <args>` against the native stack's backends, from `dir`.

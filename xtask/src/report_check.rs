@@ -38,7 +38,7 @@ pub(crate) fn check(invbot: &Path, dir: &Path, run_id: &str, summary: &Value) ->
         String::from_utf8_lossy(&out.stdout).trim()
     );
 
-    let mut browser = Browser::start(1400, 2000)?;
+    let mut browser = Browser::start(1400, 2700)?;
     let took = browser.open(&page, READY)?;
     let pillars = browser.eval(
         "[...document.querySelectorAll('#pillars .pillar')].map(p => p.dataset.pillar + '=' + p.dataset.ok).join(' ')",
@@ -97,6 +97,8 @@ pub(crate) fn check(invbot: &Path, dir: &Path, run_id: &str, summary: &Value) ->
     if charts.len() < 5 || !empty.is_empty() {
         bail!("every chart must have data points: {points}");
     }
+    // From the top, with the error span and its record still selected below.
+    browser.eval("window.scrollTo(0, 0)")?;
     let shot = dir.join("report.png");
     browser.screenshot(&shot)?;
     if !browser.errors().is_empty() {

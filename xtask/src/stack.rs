@@ -304,7 +304,7 @@ pub(crate) struct Gateway {
     /// The Prometheus exporter (prometheus/prometheus.yml's `otel-gateway` job scrapes it).
     exporter: u16,
     /// The collector's own metrics.
-    telemetry: u16,
+    pub(crate) telemetry: u16,
 }
 
 pub(crate) const GATEWAYS: [Gateway; 2] = [
@@ -834,6 +834,38 @@ pub(crate) fn stop_one(ctx: &Ctx, name: &str) -> Result<()> {
         .with_context(|| format!("no backend {name}"))?;
     stop(ctx, b);
     Ok(())
+}
+
+/// CPU seconds (user + system) and peak resident memory in bytes of a running backend.
+pub(crate) fn usage(ctx: &Ctx, name: &str) -> Result<(f64, u64)> {
+    let all = backends(ctx)?;
+    let b = all
+        .iter()
+        .find(|b| b.name == name)
+        .with_context(|| format!("no backend {name}"))?;
+    let pid = read_pid(ctx, b).with_context(|| format!("{name} is not running"))?;
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command (which may hold spaces), from the 3rd: utime is the 14th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // Linux reports CPU time in USER_HZ, 100 per second.
+    let cpu = (ticks(11) + ticks(12)) / 100.0;
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let peak_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    Ok((cpu, peak_kib * 1024))
 }
 
 fn zombie(pid: u32) -> bool {
