@@ -1,0 +1,163 @@
+//! The OTLP exporters' transports as a [`SignalExport`] describes them: gRPC (tonic) or
+//! OTLP/HTTP with protobuf (a blocking reqwest client: the batch processors export from threads
+//! of their own, outside any tokio runtime), headers, gzip, and TLS with rustls (ring) when the
+//! endpoint is `https://`: the given CA or the system's roots, a client certificate if given.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use opentelemetry_otlp::tonic_types::metadata::MetadataMap;
+use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig, Identity};
+use opentelemetry_otlp::{ExporterBuildError, WithExportConfig, WithHttpConfig, WithTonicConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::{Compression, SignalExport, TlsFiles};
+
+fn invalid(reason: impl std::fmt::Display) -> ExporterBuildError {
+    ExporterBuildError::InvalidConfiguration(reason.to_string())
+}
+
+/// A tonic exporter builder with `c`'s endpoint, timeout, headers, compression and TLS.
+pub(crate) fn grpc<B: WithExportConfig + WithTonicConfig>(
+    builder: B,
+    c: &SignalExport,
+) -> Result<B, ExporterBuildError> {
+    let headers: http::HeaderMap = c
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            // Checked when the configuration was read.
+            let name = http::HeaderName::from_bytes(k.as_bytes()).map_err(invalid)?;
+            let value = http::HeaderValue::from_str(v.expose())
+                .map_err(|_| invalid(format!("the value of header {k:?} is not valid")))?;
+            Ok((name, value))
+        })
+        .collect::<Result<_, ExporterBuildError>>()?;
+    let mut builder = builder
+        .with_endpoint(c.url())
+        .with_timeout(c.timeout)
+        .with_metadata(MetadataMap::from_headers(headers));
+    if c.compression == Compression::Gzip {
+        builder = builder.with_compression(opentelemetry_otlp::Compression::Gzip);
+    }
+    if c.uses_tls() {
+        builder = builder.with_tls_config(tonic_tls(&c.tls));
+    }
+    Ok(builder)
+}
+
+fn tonic_tls(tls: &TlsFiles) -> ClientTlsConfig {
+    let config = match &tls.certificate {
+        Some(ca) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca.pem())),
+        None => ClientTlsConfig::new().with_native_roots(),
+    };
+    match &tls.client {
+        Some((cert, key)) => config.identity(Identity::from_pem(cert.pem(), key.pem())),
+        None => config,
+    }
+}
+
+/// An OTLP/HTTP exporter builder with `c`'s endpoint, timeout, headers, compression and client.
+pub(crate) fn http<B: WithExportConfig + WithHttpConfig>(
+    builder: B,
+    c: &SignalExport,
+) -> Result<B, ExporterBuildError> {
+    let headers: HashMap<String, String> = c
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_owned(), v.expose().to_owned()))
+        .collect();
+    let mut builder = builder
+        .with_endpoint(c.url())
+        .with_timeout(c.timeout)
+        .with_headers(headers)
+        .with_http_client(http_client(c)?);
+    if c.compression == Compression::Gzip {
+        builder = builder.with_compression(opentelemetry_otlp::Compression::Gzip);
+    }
+    Ok(builder)
+}
+
+/// A blocking reqwest client, built on a thread of its own: it runs a tokio runtime inside,
+/// which cannot be started from the caller's runtime.
+fn http_client(c: &SignalExport) -> Result<reqwest::blocking::Client, ExporterBuildError> {
+    let mut builder = reqwest::blocking::Client::builder().timeout(c.timeout);
+    if c.uses_tls() {
+        builder = builder.tls_backend_preconfigured(rustls_config(&c.tls)?);
+    }
+    std::thread::Builder::new()
+        .name("telemetry-http-client".into())
+        .spawn(move || builder.build())
+        .map_err(|e| {
+            invalid(format!(
+                "cannot start a thread to build the HTTP client: {e}"
+            ))
+        })?
+        .join()
+        .map_err(|_| invalid("building the HTTP client panicked"))?
+        .map_err(|e| invalid(format!("cannot build the HTTP client: {e}")))
+}
+
+/// The rustls configuration of an OTLP/HTTP client: the same trust as [`tonic_tls`] (the given CA,
+/// else the system's roots) and client certificate, with ring as the crypto provider.
+fn rustls_config(tls: &TlsFiles) -> Result<rustls::ClientConfig, ExporterBuildError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match &tls.certificate {
+        Some(ca) => {
+            for cert in CertificateDer::pem_slice_iter(ca.pem()) {
+                let cert = cert.map_err(|e| invalid(format!("{}: {e}", ca.path.display())))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| invalid(format!("{}: {e}", ca.path.display())))?;
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            if native.certs.is_empty() {
+                return Err(invalid(
+                    "no system root certificates found: set OTEL_EXPORTER_OTLP_CERTIFICATE",
+                ));
+            }
+            roots.add_parsable_certificates(native.certs);
+        }
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(invalid)?
+    .with_root_certificates(roots);
+    match &tls.client {
+        None => Ok(builder.with_no_client_auth()),
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_slice_iter(cert.pem())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| invalid(format!("{}: {e}", cert.path.display())))?;
+            let key = PrivateKeyDer::from_pem_slice(key.pem())
+                .map_err(|_| invalid(format!("{}: not a private key", key.path.display())))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| invalid(format!("client certificate {}: {e}", cert.path.display())))
+        }
+    }
+}
+
+/// The OTLP exporter of `$exporter` (`SpanExporter`, `LogExporter`, `MetricExporter`) over the
+/// transport `$c` names; the three builders share no trait for `build`.
+macro_rules! otlp_exporter {
+    ($exporter:ty, $c:expr) => {{
+        let c: &$crate::SignalExport = $c;
+        match c.protocol {
+            $crate::Protocol::Grpc => {
+                $crate::transport::grpc(<$exporter>::builder().with_tonic(), c)
+                    .and_then(|b| b.build())
+            }
+            $crate::Protocol::HttpProtobuf => {
+                $crate::transport::http(<$exporter>::builder().with_http(), c)
+                    .and_then(|b| b.build())
+            }
+        }
+    }};
+}
+pub(crate) use otlp_exporter;
