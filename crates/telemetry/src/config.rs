@@ -1148,8 +1148,8 @@ mod tests {
             urls(&c),
             [
                 "http://localhost:4318/v1/traces",
-                DEFAULT_ENDPOINT.into(),
-                DEFAULT_ENDPOINT.into()
+                DEFAULT_ENDPOINT,
+                DEFAULT_ENDPOINT
             ]
         );
     }

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use opentelemetry::{Array, InstrumentationScope, StringValue, Value};
@@ -18,6 +18,7 @@ use opentelemetry_sdk::metrics::Temporality;
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter, SpanProcessor};
+use tracing::dispatcher::WeakDispatch;
 
 use crate::{ExporterKind, InitError, ShutdownReport, SignalExport};
 
@@ -107,6 +108,10 @@ pub(crate) struct ExportHealth {
     failed_at: Mutex<HashMap<String, Instant>>,
     /// Endpoints that refused our credentials, each said once.
     auth_refused: Mutex<BTreeSet<String>>,
+    /// The subscriber the warnings go to: the exporters run on threads of their own, where a
+    /// scoped subscriber ([`crate::Telemetry::build`]) is not the default. Weak: the subscriber
+    /// holds the providers, which hold this.
+    subscriber: OnceLock<WeakDispatch>,
     traces: Tally,
     logs: Tally,
     metrics: Tally,
@@ -118,6 +123,18 @@ impl ExportHealth {
             Signal::Traces => &self.traces,
             Signal::Logs => &self.logs,
             Signal::Metrics => &self.metrics,
+        }
+    }
+
+    /// Sends the export warnings to `dispatch` (the library's own subscriber).
+    pub(crate) fn warn_to(&self, dispatch: &tracing::Dispatch) {
+        let _ = self.subscriber.set(dispatch.downgrade());
+    }
+
+    fn warn(&self, warning: impl FnOnce()) {
+        match self.subscriber.get().and_then(WeakDispatch::upgrade) {
+            Some(dispatch) => tracing::dispatcher::with_default(&dispatch, warning),
+            None => warning(),
         }
     }
 
@@ -166,24 +183,28 @@ impl ExportHealth {
         if is_auth_refusal(error) {
             if lock(&self.auth_refused).insert(endpoint.to_owned()) {
                 self.warned.store(true, Relaxed);
+                self.warn(|| {
+                    tracing::warn!(
+                        target: EXPORT_TARGET,
+                        signal = signal.name(),
+                        endpoint,
+                        "the OTLP endpoint refused our credentials (authentication); check the \
+                         token in OTEL_EXPORTER_OTLP_HEADERS. The program goes on and its \
+                         telemetry is dropped (this warning is shown once per endpoint)"
+                    );
+                });
+            }
+        } else if !self.warned.swap(true, Relaxed) {
+            self.warn(|| {
                 tracing::warn!(
                     target: EXPORT_TARGET,
                     signal = signal.name(),
                     endpoint,
-                    "the OTLP endpoint refused our credentials (authentication); check the \
-                     token in OTEL_EXPORTER_OTLP_HEADERS. The program goes on and its \
-                     telemetry is dropped (this warning is shown once per endpoint)"
+                    %error,
+                    "cannot export telemetry to the OTLP endpoint; the program goes on and \
+                     telemetry that cannot be delivered is dropped (this warning is shown once)"
                 );
-            }
-        } else if !self.warned.swap(true, Relaxed) {
-            tracing::warn!(
-                target: EXPORT_TARGET,
-                signal = signal.name(),
-                endpoint,
-                %error,
-                "cannot export telemetry to the OTLP endpoint; the program goes on and \
-                 telemetry that cannot be delivered is dropped (this warning is shown once)"
-            );
+            });
         }
     }
 }

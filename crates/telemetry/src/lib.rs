@@ -164,6 +164,7 @@ impl Telemetry {
             providers.logger.as_ref(),
             &c.resource.service_name,
         )?;
+        health.warn_to(&dispatch);
         let sampler = providers.meter.as_ref().and_then(|mp| {
             let sampler = resources::ResourceSampler::start(c.export.resource_sample_interval)?;
             resources::register(&mp.meter(names::scope::RESOURCES), &sampler.latest());
