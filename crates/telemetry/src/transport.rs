@@ -68,7 +68,10 @@ pub(crate) fn http<B: WithExportConfig + WithHttpConfig>(
         .iter()
         .map(|(k, v)| (k.to_owned(), v.expose().to_owned()))
         .collect();
+    // Set, so that the exporter does not take OTEL_EXPORTER_OTLP_*PROTOCOL=grpc from the
+    // environment when a flag chose http/protobuf (it would refuse to build).
     let mut builder = builder
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
         .with_endpoint(c.url())
         .with_timeout(c.timeout)
         .with_headers(headers)
