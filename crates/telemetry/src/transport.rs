@@ -1,11 +1,15 @@
 //! The OTLP exporters' transports as a [`SignalExport`] describes them: gRPC (tonic) or
-//! OTLP/HTTP with protobuf (a blocking reqwest client: the batch processors export from threads
-//! of their own, outside any tokio runtime), headers, gzip, and TLS with rustls (ring) when the
-//! endpoint is `https://`: the given CA or the system's roots, a client certificate if given.
+//! OTLP/HTTP with protobuf (hyper, each request run on the tokio runtime the library was set up
+//! in: the batch processors export from threads of their own, where hyper has no reactor),
+//! headers, gzip, and TLS with rustls (ring) when the endpoint is `https://`: the given CA or the
+//! system's roots, a client certificate if given.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use hyper_util::client::legacy::connect::HttpConnector;
+use opentelemetry_http::hyper::HyperClient;
+use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
 use opentelemetry_otlp::tonic_types::metadata::MetadataMap;
 use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig, Identity};
 use opentelemetry_otlp::{ExporterBuildError, WithExportConfig, WithHttpConfig, WithTonicConfig};
@@ -74,32 +78,56 @@ pub(crate) fn http<B: WithExportConfig + WithHttpConfig>(
         .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
         .with_endpoint(c.url())
         .with_timeout(c.timeout)
-        .with_headers(headers)
-        .with_http_client(http_client(c)?);
+        .with_headers(headers);
     if c.compression == Compression::Gzip {
         builder = builder.with_compression(opentelemetry_otlp::Compression::Gzip);
     }
-    Ok(builder)
+    let runtime = tokio::runtime::Handle::try_current()
+        .map_err(|_| invalid("OTLP/HTTP needs a tokio runtime"))?;
+    let mut connector = HttpConnector::new();
+    connector.enforce_http(false);
+    Ok(if c.uses_tls() {
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(rustls_config(&c.tls)?)
+            .https_only()
+            .enable_http1()
+            .wrap_connector(connector);
+        builder.with_http_client(OnRuntime::new(
+            HyperClient::new(https, c.timeout, None),
+            runtime,
+        ))
+    } else {
+        builder.with_http_client(OnRuntime::new(
+            HyperClient::new(connector, c.timeout, None),
+            runtime,
+        ))
+    })
 }
 
-/// A blocking reqwest client, built on a thread of its own: it runs a tokio runtime inside,
-/// which cannot be started from the caller's runtime.
-fn http_client(c: &SignalExport) -> Result<reqwest::blocking::Client, ExporterBuildError> {
-    let mut builder = reqwest::blocking::Client::builder().timeout(c.timeout);
-    if c.uses_tls() {
-        builder = builder.tls_backend_preconfigured(rustls_config(&c.tls)?);
+/// An HTTP client whose requests run on `runtime`, whichever thread awaits them.
+#[derive(Debug)]
+struct OnRuntime<C> {
+    inner: Arc<C>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl<C> OnRuntime<C> {
+    fn new(inner: C, runtime: tokio::runtime::Handle) -> Self {
+        Self {
+            inner: Arc::new(inner),
+            runtime,
+        }
     }
-    std::thread::Builder::new()
-        .name("telemetry-http-client".into())
-        .spawn(move || builder.build())
-        .map_err(|e| {
-            invalid(format!(
-                "cannot start a thread to build the HTTP client: {e}"
-            ))
-        })?
-        .join()
-        .map_err(|_| invalid("building the HTTP client panicked"))?
-        .map_err(|e| invalid(format!("cannot build the HTTP client: {e}")))
+}
+
+#[async_trait::async_trait]
+impl<C: HttpClient + 'static> HttpClient for OnRuntime<C> {
+    async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+        let inner = self.inner.clone();
+        self.runtime
+            .spawn(async move { inner.send_bytes(request).await })
+            .await?
+    }
 }
 
 /// The rustls configuration of an OTLP/HTTP client: the same trust as [`tonic_tls`] (the given CA,
