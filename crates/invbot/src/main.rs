@@ -470,7 +470,7 @@ async fn run_command(args: RunArgs) -> Result<ExitCode> {
     let exported_to = if config.export.sdk_disabled {
         None
     } else {
-        Some(config.export.traces_endpoint.clone())
+        Some(config.export.traces.url())
     };
     let api_telemetry = config.clone();
     let api_url_for_readyz: Arc<OnceLock<String>> = Arc::default();

@@ -154,10 +154,16 @@ impl Summary {
     }
 }
 
-/// The summary's telemetry line: what the bot and its API did not deliver to `endpoint`, and,
-/// when no collector answered at all, that the run went on without one and how to start it.
+/// The summary's telemetry line: what the bot and its API did not deliver to `endpoint`; when
+/// the collector refused their credentials, that (the report names the endpoints); when no
+/// collector answered at all, that the run went on without one and how to start it.
 pub fn telemetry_line(endpoint: &str, report: &ShutdownReport) -> String {
-    if report.collector_unreachable() {
+    if !report.auth_refused.is_empty() {
+        format!(
+            "the collector refused the credentials sent (check OTEL_EXPORTER_OTLP_HEADERS), \
+             the run went on: {report}"
+        )
+    } else if report.collector_unreachable() {
         format!(
             "no collector answered at {endpoint}, the run went on without it: {report}. \
              Start the pipeline with `cargo xtask stack up`"
@@ -255,6 +261,15 @@ mod tests {
         assert_eq!(
             telemetry_line(endpoint, &ShutdownReport::default()),
             format!("exported to {endpoint}: 0 spans and 0 log records not delivered")
+        );
+
+        report.exports_ok = 0;
+        report.auth_refused = vec![endpoint.to_owned()];
+        let line = telemetry_line(endpoint, &report);
+        assert!(
+            line.starts_with("the collector refused the credentials sent")
+                && line.ends_with(&format!("; authentication refused by {endpoint}")),
+            "{line}"
         );
     }
 

@@ -6,16 +6,21 @@
 //! one, with the OTel rules (an empty value is unset; a per-signal endpoint beats the general
 //! one), and a second reader would break them.
 
-use crate::{Config, MetricsAddr, OtlpEndpoint};
+use crate::{Config, MetricsAddr, OtlpEndpoint, Protocol};
 
 /// Overrides of the telemetry configuration.
 #[derive(Debug, Clone, Default, clap::Args)]
 #[command(next_help_heading = "Telemetry")]
 pub struct TelemetryArgs {
-    /// OTLP/gRPC endpoint for traces, metrics and logs, with its scheme [default:
-    /// OTEL_EXPORTER_OTLP_*ENDPOINT or http://localhost:4317].
+    /// OTLP endpoint for traces, metrics and logs, with its scheme; as the general endpoint,
+    /// so OTLP/HTTP appends /v1/<signal> [default: OTEL_EXPORTER_OTLP_*ENDPOINT or
+    /// http://localhost:4317 (grpc), http://localhost:4318 (http/protobuf)].
     #[arg(long, value_name = "URL")]
     pub otlp_endpoint: Option<OtlpEndpoint>,
+    /// OTLP protocol of all three signals, grpc or http/protobuf [default:
+    /// OTEL_EXPORTER_OTLP_*PROTOCOL or grpc].
+    #[arg(long, value_name = "PROTOCOL")]
+    pub otlp_protocol: Option<Protocol>,
     /// service.name [default: OTEL_SERVICE_NAME, or the program's own].
     #[arg(long, value_name = "NAME")]
     pub service_name: Option<String>,
@@ -33,6 +38,9 @@ impl TelemetryArgs {
     pub fn apply(&self, config: &mut Config) {
         if let Some(endpoint) = &self.otlp_endpoint {
             config.export.set_endpoint(endpoint);
+        }
+        if let Some(protocol) = self.otlp_protocol {
+            config.export.set_protocol(protocol);
         }
         if let Some(name) = &self.service_name {
             config.resource.service_name.clone_from(name);
@@ -103,10 +111,20 @@ mod tests {
         ])
         .unwrap()
         .apply(&mut c);
-        let e = &c.export;
+        let urls = |c: &Config| c.export.signals().map(|s| s.url());
+        assert_eq!(urls(&c), ["http://b:2"; 3]);
+
+        // The flag's endpoint is a general one, whichever flag comes first.
+        parse(&["--otlp-protocol", "http/protobuf"])
+            .unwrap()
+            .apply(&mut c);
         assert_eq!(
-            [&e.traces_endpoint, &e.logs_endpoint, &e.metrics_endpoint],
-            ["http://b:2"; 3]
+            urls(&c),
+            [
+                "http://b:2/v1/traces",
+                "http://b:2/v1/logs",
+                "http://b:2/v1/metrics"
+            ]
         );
         assert_eq!(c.resource.service_name, "other");
         assert_eq!(c.resource.deployment_environment, "ci");
@@ -123,5 +141,12 @@ mod tests {
         );
         let err = parse(&["--metrics-addr", "nine"]).unwrap_err().to_string();
         assert!(err.contains("--metrics-addr"), "{err}");
+        let err = parse(&["--otlp-protocol", "http/json"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--otlp-protocol") && err.contains("grpc or http/protobuf"),
+            "{err}"
+        );
     }
 }

@@ -5,13 +5,12 @@
 //! these wrappers replace them with a single warning that names the endpoint, and with the
 //! counts that shutdown turns into "N spans were not delivered".
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use opentelemetry::InstrumentationScope;
-use opentelemetry_otlp::WithExportConfig;
+use opentelemetry::{Array, InstrumentationScope, StringValue, Value};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::logs::{LogBatch, LogExporter, LogProcessor, SdkLogRecord};
@@ -19,8 +18,9 @@ use opentelemetry_sdk::metrics::Temporality;
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter, SpanProcessor};
+use tracing::dispatcher::WeakDispatch;
 
-use crate::{ExportConfig, InitError, ShutdownReport};
+use crate::{ExporterKind, InitError, ShutdownReport, SignalExport};
 
 /// The target of the library's own export warnings; the OTel layers never see it, and a console
 /// filter with `telemetry::export=off` leaves reporting export trouble to the program.
@@ -49,28 +49,23 @@ impl Signal {
     }
 }
 
-/// The OTLP/gRPC exporter of `signal`, pointed at its endpoint and watched; `build` is the
-/// builder's own (the three builders share no trait for it).
-pub(crate) fn watched_exporter<B: WithExportConfig, E>(
+/// `exporter` for `signal`, watched; `result` is the OTLP builder's (or the console exporter,
+/// always Ok), and `c` names where it goes.
+pub(crate) fn watched<E>(
     signal: Signal,
-    builder: B,
-    build: impl FnOnce(B) -> Result<E, opentelemetry_otlp::ExporterBuildError>,
-    c: &ExportConfig,
+    result: Result<E, opentelemetry_otlp::ExporterBuildError>,
+    c: &SignalExport,
     health: &Arc<ExportHealth>,
 ) -> Result<Watched<E>, InitError> {
-    let endpoint = match signal {
-        Signal::Traces => &c.traces_endpoint,
-        Signal::Logs => &c.logs_endpoint,
-        Signal::Metrics => &c.metrics_endpoint,
+    let endpoint = match c.exporter {
+        ExporterKind::Console => "stdout".to_owned(),
+        ExporterKind::Otlp | ExporterKind::None => c.url(),
     };
-    let exporter =
-        build(builder.with_endpoint(endpoint).with_timeout(c.timeout)).map_err(|source| {
-            InitError::Exporter {
-                signal: signal.name(),
-                endpoint: endpoint.clone(),
-                source,
-            }
-        })?;
+    let exporter = result.map_err(|source| InitError::Exporter {
+        signal: signal.name(),
+        endpoint: endpoint.clone(),
+        source,
+    })?;
     Ok(Watched::new(exporter, signal, endpoint, health))
 }
 
@@ -111,6 +106,12 @@ impl Tally {
 pub(crate) struct ExportHealth {
     warned: AtomicBool,
     failed_at: Mutex<HashMap<String, Instant>>,
+    /// Endpoints that refused our credentials, each said once.
+    auth_refused: Mutex<BTreeSet<String>>,
+    /// The subscriber the warnings go to: the exporters run on threads of their own, where a
+    /// scoped subscriber ([`crate::Telemetry::build`]) is not the default. Weak: the subscriber
+    /// holds the providers, which hold this.
+    subscriber: OnceLock<WeakDispatch>,
     traces: Tally,
     logs: Tally,
     metrics: Tally,
@@ -122,6 +123,18 @@ impl ExportHealth {
             Signal::Traces => &self.traces,
             Signal::Logs => &self.logs,
             Signal::Metrics => &self.metrics,
+        }
+    }
+
+    /// Sends the export warnings to `dispatch` (the library's own subscriber).
+    pub(crate) fn warn_to(&self, dispatch: &tracing::Dispatch) {
+        let _ = self.subscriber.set(dispatch.downgrade());
+    }
+
+    fn warn(&self, warning: impl FnOnce()) {
+        match self.subscriber.get().and_then(WeakDispatch::upgrade) {
+            Some(dispatch) => tracing::dispatcher::with_default(&dispatch, warning),
+            None => warning(),
         }
     }
 
@@ -141,12 +154,13 @@ impl ExportHealth {
             metric_exports_failed: self.metric_exports_failed(),
             exports_ok: sum(|t| &t.exports_ok),
             exports_failed: sum(|t| &t.exports_failed),
+            auth_refused: lock(&self.auth_refused).iter().cloned().collect(),
             ..ShutdownReport::default()
         }
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
-        self.failed_at.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.failed_at)
     }
 
     /// Whether `endpoint` failed so recently that trying again now would only add latency.
@@ -166,17 +180,52 @@ impl ExportHealth {
         };
         tally.exports_failed.fetch_add(1, Relaxed);
         self.failures().insert(endpoint.to_owned(), Instant::now());
-        if !self.warned.swap(true, Relaxed) {
-            tracing::warn!(
-                target: EXPORT_TARGET,
-                signal = signal.name(),
-                endpoint,
-                %error,
-                "cannot export telemetry to the OTLP endpoint; the program goes on and \
-                 telemetry that cannot be delivered is dropped (this warning is shown once)"
-            );
+        if is_auth_refusal(error) {
+            if lock(&self.auth_refused).insert(endpoint.to_owned()) {
+                self.warned.store(true, Relaxed);
+                self.warn(|| {
+                    tracing::warn!(
+                        target: EXPORT_TARGET,
+                        signal = signal.name(),
+                        endpoint,
+                        "the OTLP endpoint refused our credentials (authentication); check the \
+                         token in OTEL_EXPORTER_OTLP_HEADERS. The program goes on and its \
+                         telemetry is dropped (this warning is shown once per endpoint)"
+                    );
+                });
+            }
+        } else if !self.warned.swap(true, Relaxed) {
+            self.warn(|| {
+                tracing::warn!(
+                    target: EXPORT_TARGET,
+                    signal = signal.name(),
+                    endpoint,
+                    %error,
+                    "cannot export telemetry to the OTLP endpoint; the program goes on and \
+                     telemetry that cannot be delivered is dropped (this warning is shown once)"
+                );
+            });
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How the exporter words a refusal of our credentials: the gRPC codes Unauthenticated and
+/// PermissionDenied, the HTTP statuses 401 and 403. Its errors are strings; a test against the
+/// in-process receiver pins these for both transports.
+const AUTH_REFUSALS: [&str; 4] = [
+    "gRPC code: Unauthenticated",
+    "gRPC code: PermissionDenied",
+    "status code: 401",
+    "status code: 403",
+];
+
+fn is_auth_refusal(error: &OTelSdkError) -> bool {
+    let text = error.to_string();
+    AUTH_REFUSALS.iter().any(|r| text.contains(r))
 }
 
 /// An exporter of any signal that reports its outcome to [`ExportHealth`].
@@ -189,11 +238,11 @@ pub(crate) struct Watched<E> {
 }
 
 impl<E> Watched<E> {
-    fn new(inner: E, signal: Signal, endpoint: &str, health: &Arc<ExportHealth>) -> Self {
+    fn new(inner: E, signal: Signal, endpoint: String, health: &Arc<ExportHealth>) -> Self {
         Self {
             inner,
             signal,
-            endpoint: endpoint.to_owned(),
+            endpoint,
             health: health.clone(),
         }
     }
@@ -274,11 +323,13 @@ impl<E: PushMetricExporter> PushMetricExporter for Watched<E> {
     delegate!(force_flush, shutdown_with_timeout, temporality);
 }
 
-/// A processor that counts what enters the pipeline before handing it on.
+/// A processor that counts what enters the pipeline before handing it on; for spans it also
+/// cuts string attribute values to the configured length (the SDK has no such limit).
 #[derive(Debug)]
 pub(crate) struct Counted<P> {
     inner: P,
     health: Arc<ExportHealth>,
+    value_length_limit: Option<usize>,
 }
 
 impl<P> Counted<P> {
@@ -286,11 +337,33 @@ impl<P> Counted<P> {
         Self {
             inner,
             health: health.clone(),
+            value_length_limit: None,
         }
+    }
+
+    /// Span processors: cut string attribute values (span and event attributes) to `limit`
+    /// characters.
+    pub(crate) fn with_value_length_limit(mut self, limit: Option<usize>) -> Self {
+        self.value_length_limit = limit;
+        self
     }
 
     fn count(&self, signal: Signal) {
         self.health.tally(signal).taken.fetch_add(1, Relaxed);
+    }
+}
+
+/// Cuts a string value (or each string of an array) to `limit` characters.
+fn truncate(value: &mut Value, limit: usize) {
+    let cut = |s: &mut StringValue| {
+        if let Some((at, _)) = s.as_str().char_indices().nth(limit) {
+            *s = StringValue::from(s.as_str()[..at].to_owned());
+        }
+    };
+    match value {
+        Value::String(s) => cut(s),
+        Value::Array(Array::String(items)) => items.iter_mut().for_each(cut),
+        _ => {}
     }
 }
 
@@ -299,9 +372,19 @@ impl<P: SpanProcessor> SpanProcessor for Counted<P> {
         self.inner.on_start(span, cx);
     }
 
-    fn on_end(&self, span: SpanData) {
+    fn on_end(&self, mut span: SpanData) {
         if span.span_context.is_sampled() {
             self.count(Signal::Traces);
+        }
+        if let Some(limit) = self.value_length_limit {
+            let events = span
+                .events
+                .events
+                .iter_mut()
+                .flat_map(|e| &mut e.attributes);
+            for kv in span.attributes.iter_mut().chain(events) {
+                truncate(&mut kv.value, limit);
+            }
         }
         self.inner.on_end(span);
     }

@@ -32,6 +32,7 @@ mod providers;
 mod resources;
 mod server;
 mod traces;
+mod transport;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,8 +44,10 @@ use serde::{Deserialize, Serialize};
 #[cfg(feature = "cli")]
 pub use cli::TelemetryArgs;
 pub use config::{
-    BatchSettings, Config, ConfigError, DEFAULT_ENDPOINT, Defaults, ExportConfig, LogFileConfig,
-    LogsConfig, MetricsAddr, OtlpEndpoint, ResourceConfig, SamplerConfig,
+    BatchSettings, Compression, Config, ConfigError, DEFAULT_ENDPOINT, DEFAULT_HTTP_ENDPOINT,
+    Defaults, EndpointSource, ExportConfig, ExporterKind, Headers, LogFileConfig, LogsConfig,
+    MetricsAddr, OtlpEndpoint, PemFile, Propagator, Protocol, ResourceConfig, SamplerConfig,
+    Secret, SignalExport, SpanLimitsConfig, TlsFiles,
 };
 pub use export::EXPORT_TARGET;
 pub use jsonlog::JsonLines;
@@ -126,8 +129,11 @@ impl Telemetry {
         self
     }
 
-    /// Installs the subscriber globally, plus the global meter and tracer providers.
+    /// Installs the subscriber globally, plus the global meter and tracer providers and the
+    /// propagators of OTEL_PROPAGATORS (which [`inject_context`] and
+    /// [`set_parent_from_headers`] use).
     pub fn init(self) -> Result<TelemetryGuard, InitError> {
+        let propagator = propagation::propagator(&self.config.export.propagators);
         let (dispatch, guard) = self.build()?;
         tracing::dispatcher::set_global_default(dispatch).map_err(InitError::AlreadyInstalled)?;
         if let Some(p) = &guard.providers.meter {
@@ -136,9 +142,7 @@ impl Telemetry {
         if let Some(p) = &guard.providers.tracer {
             opentelemetry::global::set_tracer_provider(p.clone());
         }
-        opentelemetry::global::set_text_map_propagator(
-            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
-        );
+        opentelemetry::global::set_text_map_propagator(propagator);
         Ok(guard)
     }
 
@@ -160,6 +164,7 @@ impl Telemetry {
             providers.logger.as_ref(),
             &c.resource.service_name,
         )?;
+        health.warn_to(&dispatch);
         let sampler = providers.meter.as_ref().and_then(|mp| {
             let sampler = resources::ResourceSampler::start(c.export.resource_sample_interval)?;
             resources::register(&mp.meter(names::scope::RESOURCES), &sampler.latest());
@@ -179,7 +184,7 @@ impl Telemetry {
             sampler,
             server,
             file_guard,
-            endpoint: c.export.traces_endpoint.clone(),
+            endpoint: c.export.traces.url(),
             shutdown_timeout: c.export.shutdown_timeout,
             dispatch: dispatch.clone(),
             done: false,
@@ -199,6 +204,10 @@ pub struct ShutdownReport {
     /// Export calls of all signals that the collector accepted, and that failed.
     pub exports_ok: u64,
     pub exports_failed: u64,
+    /// Endpoints that refused the credentials sent (gRPC Unauthenticated or PermissionDenied,
+    /// HTTP 401 or 403).
+    #[serde(default)]
+    pub auth_refused: Vec<String>,
     pub timed_out: bool,
     pub errors: Vec<String>,
 }
@@ -225,6 +234,11 @@ impl ShutdownReport {
         self.exports_ok += other.exports_ok;
         self.exports_failed += other.exports_failed;
         self.timed_out |= other.timed_out;
+        for endpoint in other.auth_refused {
+            if !self.auth_refused.contains(&endpoint) {
+                self.auth_refused.push(endpoint);
+            }
+        }
         self.errors.extend(other.errors);
     }
 }
@@ -240,6 +254,13 @@ impl std::fmt::Display for ShutdownReport {
             0 => {}
             1 => write!(f, "; 1 metric export failed")?,
             n => write!(f, "; {n} metric exports failed")?,
+        }
+        if !self.auth_refused.is_empty() {
+            write!(
+                f,
+                "; authentication refused by {}",
+                self.auth_refused.join(", ")
+            )?;
         }
         if self.timed_out {
             write!(f, "; flush did not finish within the deadline")?;

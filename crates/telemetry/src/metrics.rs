@@ -9,8 +9,9 @@ use opentelemetry_sdk::metrics::{
     Aggregation, Instrument, InstrumentKind, PeriodicReader, SdkMeterProvider, Stream,
 };
 
-use crate::export::{ExportHealth, Signal, watched_exporter};
-use crate::{ExportConfig, InitError};
+use crate::export::{ExportHealth, Signal, watched};
+use crate::transport::otlp_exporter;
+use crate::{ExportConfig, ExporterKind, InitError};
 
 /// Histogram boundaries for durations in seconds: tens of milliseconds up to the seeds' 2 s
 /// threshold and beyond, so P95/P99 and "batch over 2 s" can be read off the buckets.
@@ -23,24 +24,43 @@ pub(crate) fn init_metrics(
     resource: Resource,
     health: &Arc<ExportHealth>,
 ) -> Result<(SdkMeterProvider, prometheus::Registry), InitError> {
-    let builder = MetricExporter::builder().with_tonic();
-    let exporter = watched_exporter(Signal::Metrics, builder, |b| b.build(), c, health)?;
     let registry = prometheus::Registry::new();
     let prometheus_reader = opentelemetry_prometheus::exporter()
         .with_registry(registry.clone())
         .build()
         .map_err(InitError::Prometheus)?;
-    let provider = SdkMeterProvider::builder()
-        .with_reader(
-            PeriodicReader::builder(exporter)
-                .with_interval(c.metric_interval)
-                .build(),
-        )
+    let builder = SdkMeterProvider::builder()
         .with_reader(prometheus_reader)
         .with_view(seconds_histograms)
-        .with_resource(resource)
-        .build();
-    Ok((provider, registry))
+        .with_resource(resource);
+    let s = &c.metrics;
+    // `/metrics` serves whatever the exporter: `none` only stops the push.
+    let builder = match s.exporter {
+        ExporterKind::Otlp => {
+            let exporter = watched(
+                Signal::Metrics,
+                otlp_exporter!(MetricExporter, s),
+                s,
+                health,
+            )?;
+            builder.with_reader(
+                PeriodicReader::builder(exporter)
+                    .with_interval(c.metric_interval)
+                    .build(),
+            )
+        }
+        ExporterKind::Console => {
+            let console = Ok(opentelemetry_stdout::MetricExporter::default());
+            let exporter = watched(Signal::Metrics, console, s, health)?;
+            builder.with_reader(
+                PeriodicReader::builder(exporter)
+                    .with_interval(c.metric_interval)
+                    .build(),
+            )
+        }
+        ExporterKind::None => builder,
+    };
+    Ok((builder.build(), registry))
 }
 
 /// Every histogram measured in seconds gets [`DURATION_BUCKETS_SECONDS`].

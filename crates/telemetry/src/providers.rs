@@ -37,7 +37,7 @@ impl Providers {
         let (meter, registry) = init_metrics(&c.export, resource.clone(), health)?;
         Ok(Self {
             tracer: Some(init_traces(&c.export, resource.clone(), health)?),
-            logger: Some(init_logs(&c.export, resource, health)?),
+            logger: init_logs(&c.export, resource, health)?,
             meter: Some(meter),
             registry: Some(registry),
         })

@@ -351,6 +351,10 @@ async fn disabled_sdk_exports_nothing_and_still_serves_health() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traceparent_round_trips_through_http_headers() {
+    // What init() installs from OTEL_PROPAGATORS; build() installs nothing global.
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
     let sink = OtlpSink::start().await.unwrap();
     let (dispatch, guard) = Telemetry::builder(config(&sink_vars(&sink)))
         .build()
