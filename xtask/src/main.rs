@@ -7,6 +7,7 @@ mod browser;
 mod e2e;
 mod gateway_e2e;
 mod http;
+mod kubernetes;
 mod report_check;
 mod smoke;
 mod stack;
@@ -38,8 +39,8 @@ const TASKS: &[Task] = &[
     Task {
         name: "ci",
         about: "what CI runs: cargo fmt --check, clippy -D warnings, the workspace tests \
-                (--locked), then compose-check, alerts-check, smoke, e2e, gateway-e2e and \
-                alerts-e2e",
+                (--locked), then compose-check, k8s-check, alerts-check, smoke, e2e, gateway-e2e \
+                and alerts-e2e",
         action: Action::Run(ci),
     },
     Task {
@@ -82,6 +83,13 @@ const TASKS: &[Task] = &[
                 in Prometheus, reach Alertmanager and the webhook, and the bot's own alert events \
                 must be in VictoriaLogs in failing traces; stack down",
         action: Action::Run(|root| alerts_e2e::alerts_e2e(root, &stack::Ctx::new(root)?)),
+    },
+    Task {
+        name: "k8s-check",
+        about: "render deploy/kubernetes's overlays (single-node, fleet) with kustomize and \
+                validate every object against the Kubernetes schemas, strictly \
+                (kubernetes-validate); tools installed once into the stack's cache",
+        action: Action::Run(|root| kubernetes::check(&stack::Ctx::new(root)?)),
     },
     Task {
         name: "compose-check",
@@ -249,6 +257,7 @@ fn ci(root: &Path) -> Result<()> {
     let ctx = stack::Ctx::new(root)?;
     stack::install(&ctx)?;
     stack::compose_check(&ctx)?;
+    kubernetes::check(&ctx)?;
     alerts::alerts_check(root)?;
     smoke::smoke(root, &ctx)?;
     e2e::e2e(root, &ctx)?;

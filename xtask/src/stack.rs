@@ -19,8 +19,8 @@ use crate::http;
 
 /// Where things are, and the pinned versions (compose/.env, the one place they are set).
 pub(crate) struct Ctx {
-    root: PathBuf,
-    cache: PathBuf,
+    pub(crate) root: PathBuf,
+    pub(crate) cache: PathBuf,
     pub(crate) state: PathBuf,
     versions: HashMap<String, String>,
     /// Which collectors run: what `stack up` was asked for, remembered in the state directory
@@ -85,7 +85,7 @@ impl Ctx {
         })
     }
 
-    fn version(&self, key: &str) -> Result<&str> {
+    pub(crate) fn version(&self, key: &str) -> Result<&str> {
         self.versions
             .get(key)
             .map(String::as_str)
@@ -155,7 +155,7 @@ pub(crate) fn forbidden_modules_in(text: &str) -> Vec<&'static str> {
 }
 
 /// Fails if a Go binary we built links a forbidden module (its build info lists every module).
-fn check_licences(binary: &Path) -> Result<()> {
+pub(crate) fn check_licences(binary: &Path) -> Result<()> {
     let out = Command::new("go")
         .args(["version", "-m"])
         .arg(binary)
@@ -412,7 +412,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-fn run(cmd: &mut Command, what: &str) -> Result<()> {
+pub(crate) fn run(cmd: &mut Command, what: &str) -> Result<()> {
     eprintln!("xtask: {what}");
     let status = cmd
         .status()
@@ -578,7 +578,7 @@ pub(crate) fn install(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-fn need_go(ctx: &Ctx, what: &str) -> Result<()> {
+pub(crate) fn need_go(ctx: &Ctx, what: &str) -> Result<()> {
     if !have("go") {
         bail!(
             "building {what} needs Go (1.24 or newer): install it from https://go.dev/dl/ or your package manager (Debian: golang), then run `cargo xtask stack install` again"
