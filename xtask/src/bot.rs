@@ -28,13 +28,15 @@ pub(crate) struct BotRun {
     pub(crate) invbot: PathBuf,
     pub(crate) environment: String,
     pub(crate) summary: Value,
+    /// What the bot printed on stderr.
+    pub(crate) stderr: String,
 }
 
 /// Builds invbot and runs it (the built-in sample, its own API) with `extra` flags. The fresh
 /// `deployment.environment.name` keeps the checks to this run's data even when the stack kept
 /// data from earlier runs.
 pub(crate) fn run(root: &Path, ctx: &Ctx, label: &str, extra: &[&str]) -> Result<BotRun> {
-    start(root, ctx, label, extra)?.finish()
+    start(root, ctx, label, extra, &[])?.finish()
 }
 
 /// A bot run going on, for checks that do something to the stack meanwhile.
@@ -44,8 +46,14 @@ pub(crate) struct Started {
     child: std::process::Child,
 }
 
-/// [`run`], without waiting for it.
-pub(crate) fn start(root: &Path, ctx: &Ctx, label: &str, extra: &[&str]) -> Result<Started> {
+/// [`run`] with `env` added to the bot's environment, without waiting for it.
+pub(crate) fn start(
+    root: &Path,
+    ctx: &Ctx,
+    label: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Result<Started> {
     let invbot = build(root)?;
     let dir = ctx.state.join(label);
     std::fs::create_dir_all(&dir)?;
@@ -63,6 +71,7 @@ pub(crate) fn start(root: &Path, ctx: &Ctx, label: &str, extra: &[&str]) -> Resu
         .args(extra)
         .env("INV_METRICS_ADDR", "off")
         .env("OTEL_METRIC_EXPORT_INTERVAL", "1000")
+        .envs(env.iter().copied())
         .current_dir(&dir)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -96,6 +105,7 @@ impl Started {
             invbot: self.invbot,
             environment: self.environment,
             summary,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         })
     }
 }

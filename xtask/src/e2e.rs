@@ -52,6 +52,7 @@ fn checks(root: &Path, ctx: &Ctx) -> Result<()> {
         invbot,
         environment,
         summary,
+        ..
     } = bot::run(
         root,
         ctx,
@@ -82,6 +83,8 @@ fn checks(root: &Path, ctx: &Ctx) -> Result<()> {
     )?;
     eprintln!("xtask: e2e: invbot verify: {verdict}");
     crate::report_check::check(&invbot, &dir, run_id, &summary)?;
+    jaeger_keeps_its_traces(ctx, &summary)?;
+    crate::auth_check::check(root, ctx)?;
 
     let trace_id = summary["batches"][0]["trace_id"]
         .as_str()
@@ -131,6 +134,38 @@ fn checks(root: &Path, ctx: &Ctx) -> Result<()> {
         missing.join("; ")
     );
     eprintln!("xtask: e2e passed");
+    Ok(())
+}
+
+/// Jaeger stores on disk (Badger): stopped and started again, it has every span of the run's
+/// batch traces it had before.
+fn jaeger_keeps_its_traces(ctx: &Ctx, summary: &Value) -> Result<()> {
+    let ids: Vec<&str> = summary["batches"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|b| b["trace_id"].as_str())
+        .collect();
+    let spans = |id: &str| -> Result<usize> {
+        Ok(jaeger_trace(id)?["data"][0]["spans"]
+            .as_array()
+            .map_or(0, Vec::len))
+    };
+    let before: Vec<usize> = ids.iter().map(|id| spans(id)).collect::<Result<_>>()?;
+    stack::stop_one(ctx, "jaeger")?;
+    stack::up(ctx)?;
+    let after: Vec<usize> = ids.iter().map(|id| spans(id)).collect::<Result<_>>()?;
+    let total: usize = before.iter().sum();
+    if before != after || total == 0 {
+        bail!(
+            "Jaeger restarted should have every span it had: {total} spans before, {} after",
+            after.iter().sum::<usize>()
+        );
+    }
+    eprintln!(
+        "xtask: e2e: Jaeger stopped and started again still has all {total} spans of the run's {} traces",
+        ids.len()
+    );
     Ok(())
 }
 

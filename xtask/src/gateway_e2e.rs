@@ -238,16 +238,7 @@ impl Load {
 
 /// A gateway's `otelcol_receiver_accepted_<what>`, summed over its receivers.
 fn accepted(g: &Gateway, what: &str) -> Result<f64> {
-    let (status, text) = crate::http::get(&format!("http://127.0.0.1:{}/metrics", g.telemetry))?;
-    if status != 200 {
-        bail!("{}'s own metrics answered {status}", g.name);
-    }
-    let name = format!("otelcol_receiver_accepted_{what}{{");
-    Ok(text
-        .lines()
-        .filter(|l| l.starts_with(&name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
+    crate::http::collector_counter(g.telemetry, &format!("otelcol_receiver_accepted_{what}"))
 }
 
 /// A gateway stopped in the middle of a run and started again: the other one goes on taking
@@ -269,6 +260,7 @@ fn restart(root: &Path, ctx: &Ctx, input: &str) -> Result<()> {
             "--api-fault-latency-ms",
             "20",
         ],
+        &[],
     )?;
     std::thread::sleep(Duration::from_secs(2));
     stack::stop_one(ctx, stopped.name)?;

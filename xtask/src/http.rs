@@ -104,6 +104,18 @@ fn dechunk(mut body: &str) -> Result<String> {
     }
 }
 
+/// A collector's own counter `name` (e.g. `otelcol_receiver_accepted_spans`), summed over its
+/// label sets, from its metrics endpoint on 127.0.0.1:`port`.
+pub(crate) fn collector_counter(port: u16, name: &str) -> Result<f64> {
+    let text = get_ok(&format!("http://127.0.0.1:{port}/metrics"))?;
+    let prefix = format!("{name}{{");
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
 /// Percent-encodes a query parameter value.
 pub(crate) fn encode(s: &str) -> String {
     s.bytes()

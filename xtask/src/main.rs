@@ -2,6 +2,7 @@
 
 mod alerts;
 mod alerts_e2e;
+mod auth_check;
 mod bot;
 mod browser;
 mod e2e;

@@ -395,7 +395,7 @@ fn collectors(ctx: &Ctx, root: &str, data: &str, version: &str) -> Result<Vec<Ba
 
 /// The collector built from the builder manifest: cached by version and by the manifest's
 /// content, so adding a component builds a new binary rather than reusing one without it.
-fn collector_binary(ctx: &Ctx, version: &str) -> Result<PathBuf> {
+pub(crate) fn collector_binary(ctx: &Ctx, version: &str) -> Result<PathBuf> {
     let manifest = ctx.root.join("otel-collector/builder-config.yaml");
     let text =
         fs::read(&manifest).with_context(|| format!("cannot read {}", manifest.display()))?;
@@ -707,9 +707,10 @@ fn read_pid(ctx: &Ctx, b: &Backend) -> Option<u32> {
         .trim()
         .parse()
         .ok()?;
-    // Only a live process running this backend's binary counts (pids are reused).
+    // Only a live process running this backend's program counts (pids are reused); by name, so
+    // a collector started before its binary was rebuilt under a new cache key still counts.
     let exe = fs::read_link(format!("/proc/{pid}/exe")).ok()?;
-    (exe == b.binary).then_some(pid)
+    (exe.file_name() == b.binary.file_name()).then_some(pid)
 }
 
 fn healthy(b: &Backend) -> bool {
