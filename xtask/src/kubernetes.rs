@@ -611,13 +611,6 @@ mod tests {
 
     use super::*;
 
-    fn repo() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("the workspace root")
-            .to_owned()
-    }
-
     fn text(path: &Path) -> String {
         fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
     }
@@ -641,13 +634,13 @@ mod tests {
             }
         }
         let mut out = Vec::new();
-        walk(&repo().join(DIR), &mut out);
+        walk(&crate::root().join(DIR), &mut out);
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
 
     fn base() -> (PathBuf, Value) {
-        let dir = repo().join(DIR).join("base");
+        let dir = crate::root().join(DIR).join("base");
         let k = yaml(&dir.join("kustomization.yaml"));
         (dir, k)
     }
@@ -691,7 +684,7 @@ mod tests {
                 _ => {}
             }
         }
-        let root: Vec<String> = repo()
+        let root: Vec<String> = crate::root()
             .components()
             .filter_map(|c| match c {
                 std::path::Component::Normal(p) => Some(p.to_string_lossy().into_owned()),
@@ -766,7 +759,7 @@ mod tests {
 
     /// Whether the native stack (xtask/src/stack.rs) or compose reads `path`.
     fn used_natively_or_in_compose(path: &str) -> bool {
-        let root = repo();
+        let root = crate::root();
         let stack = text(&root.join("xtask/src/stack.rs"));
         let compose =
             text(&root.join("compose/docker-compose.yml")) + &text(&root.join("compose/loki.yml"));
@@ -790,7 +783,7 @@ mod tests {
         let mut problems = Vec::new();
         for (dir, map, key, path) in &files {
             let origin = format!("{} {map} {key}", relative(&dir.join("kustomization.yaml")));
-            if !repo().join(path).is_file() {
+            if !crate::root().join(path).is_file() {
                 problems.push(format!("{origin}: {path} does not exist"));
             } else if KUBERNETES_ONLY.iter().any(|(p, _)| p == path) {
             } else if !shared_config(path) {
@@ -813,7 +806,7 @@ mod tests {
             .filter(|(_, map, _, _)| map == "prometheus-rules")
             .map(|(_, _, _, path)| path)
             .collect();
-        let rules: BTreeSet<String> = fs::read_dir(repo().join("prometheus/rules"))
+        let rules: BTreeSet<String> = fs::read_dir(crate::root().join("prometheus/rules"))
             .expect("prometheus/rules")
             .flatten()
             .map(|e| format!("prometheus/rules/{}", e.file_name().to_string_lossy()))
@@ -970,7 +963,7 @@ mod tests {
                 .collect();
             let mut refs = BTreeMap::new();
             for path in started_with(object, container_name) {
-                for (var, has_default) in env_references(&text(&repo().join(&path))) {
+                for (var, has_default) in env_references(&text(&crate::root().join(&path))) {
                     *refs.entry(var).or_insert(true) &= has_default;
                 }
             }
@@ -1019,7 +1012,7 @@ mod tests {
     fn the_gateways_export_to_the_ports_the_backends_listen_on() {
         let objects = base_objects();
         let gateway = workload(&objects, "Deployment", "otel-gateway");
-        let jaeger = yaml(&repo().join("jaeger/config.yaml"));
+        let jaeger = yaml(&crate::root().join("jaeger/config.yaml"));
         let listens = port(
             jaeger["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"]
                 .as_str()
@@ -1049,8 +1042,8 @@ mod tests {
     /// static resolver off, DNS on the gateways' OTLP port.
     #[test]
     fn the_kubernetes_resolver_overrides_the_agents_load_balancing_exporters() {
-        let agent = yaml(&repo().join("otel-collector/agent.yaml"));
-        let overlay = yaml(&repo().join(KUBERNETES_ONLY[0].0));
+        let agent = yaml(&crate::root().join("otel-collector/agent.yaml"));
+        let overlay = yaml(&crate::root().join(KUBERNETES_ONLY[0].0));
         let balancers: BTreeSet<&String> = agent["exporters"]
             .as_object()
             .expect("agent.yaml's exporters")
@@ -1093,8 +1086,8 @@ mod tests {
     /// name (or the one of [`SCRAPED_AS`]), on its port and path.
     #[test]
     fn the_prometheus_config_scrapes_the_native_jobs_on_the_native_ports() {
-        let native = yaml(&repo().join("prometheus/prometheus.yml"));
-        let k8s = yaml(&repo().join(KUBERNETES_ONLY[1].0));
+        let native = yaml(&crate::root().join("prometheus/prometheus.yml"));
+        let k8s = yaml(&crate::root().join(KUBERNETES_ONLY[1].0));
         assert_eq!(native["global"], k8s["global"]);
         assert_eq!(native["rule_files"], k8s["rule_files"]);
         let objects = base_objects();
@@ -1194,7 +1187,7 @@ mod tests {
     /// native ones), but for where it listens and stores.
     #[test]
     fn victorialogs_runs_with_the_flags_of_compose() {
-        let compose = yaml(&repo().join("compose/docker-compose.yml"));
+        let compose = yaml(&crate::root().join("compose/docker-compose.yml"));
         let objects = base_objects();
         let k8s = container(
             workload(&objects, "StatefulSet", "victorialogs"),
@@ -1243,9 +1236,9 @@ mod tests {
     /// of compose/.env (the bot's: the workspace version), and every image run gets one.
     #[test]
     fn image_tags_are_the_pinned_versions() {
-        let ctx = Ctx::new(&repo()).expect("compose/.env");
+        let ctx = Ctx::new(&crate::root()).expect("compose/.env");
         let expected =
-            expected_images(&repo(), |key| ctx.version(key).map(str::to_owned)).expect("images");
+            expected_images(&crate::root(), |key| ctx.version(key).map(str::to_owned)).expect("images");
         let mut set = BTreeMap::new();
         for (dir, k) in kustomizations() {
             for image in k["images"].as_array().into_iter().flatten() {

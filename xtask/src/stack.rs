@@ -920,13 +920,6 @@ pub(crate) fn logs(ctx: &Ctx) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn repo() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("the workspace root")
-            .to_owned()
-    }
-
     /// Every go.mod and go.sum below `dir`, outside build output.
     fn go_module_files(dir: &Path, out: &mut Vec<PathBuf>) {
         for entry in fs::read_dir(dir).expect("a readable directory").flatten() {
@@ -946,7 +939,7 @@ mod tests {
     /// compose must pass the same ones, but for where it listens and stores.
     #[test]
     fn victorialogs_runs_with_the_same_flags_natively_and_in_compose() {
-        let root = repo();
+        let root = crate::root();
         let ctx = Ctx::new(&root).expect("compose/.env");
         let all = backends(&ctx).expect("the backends");
         let native = &all
@@ -995,7 +988,7 @@ mod tests {
     /// it builds, not a wrapper module's go.mod or go.sum, not the collector's manifest.
     #[test]
     fn no_install_step_names_a_forbidden_go_module() {
-        let root = repo();
+        let root = crate::root();
         let ctx = Ctx::new(&root).expect("compose/.env");
         let mut all = backends(&ctx).expect("the backends");
         all.push(compose_tool(&ctx).expect("the compose tool"));
