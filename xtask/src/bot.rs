@@ -23,6 +23,21 @@ pub(crate) fn build(root: &Path) -> Result<PathBuf> {
     Ok(invbot_path(root))
 }
 
+/// `invbot generate <args> --output <to>`.
+pub(crate) fn generate(invbot: &Path, to: &Path, args: &[&str]) -> Result<()> {
+    let status = Command::new(invbot)
+        .arg("generate")
+        .args(args)
+        .arg("--output")
+        .arg(to)
+        .status()
+        .context("cannot run invbot generate")?;
+    if !status.success() {
+        bail!("invbot generate failed ({status})");
+    }
+    Ok(())
+}
+
 /// A run of the bot exporting to the native collector, under a fresh environment name.
 pub(crate) struct BotRun {
     pub(crate) invbot: PathBuf,

@@ -4,7 +4,6 @@
 //! themselves, runs against the live backend and must return data; stack down.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
@@ -28,9 +27,10 @@ fn checks(root: &Path, ctx: &Ctx) -> Result<()> {
     let dir = ctx.state.join("e2e");
     std::fs::create_dir_all(&dir)?;
     let input = dir.join("rows.csv");
-    let generated = Command::new(bot::build(root)?)
-        .args([
-            "generate",
+    bot::generate(
+        &bot::build(root)?,
+        &input,
+        &[
             "--rows",
             ROWS,
             "--seed",
@@ -39,14 +39,8 @@ fn checks(root: &Path, ctx: &Ctx) -> Result<()> {
             "0.01",
             "--unknown-sku",
             "0.01",
-            "--output",
-        ])
-        .arg(&input)
-        .status()
-        .context("cannot run invbot generate")?;
-    if !generated.success() {
-        bail!("invbot generate failed ({generated})");
-    }
+        ],
+    )?;
     let input = input.display().to_string();
     let BotRun {
         invbot,

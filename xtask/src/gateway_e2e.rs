@@ -12,14 +12,13 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use crate::bot::{self, BotRun};
-use crate::http::{encode, get_json, jaeger_trace, logsql, poll};
+use crate::http::{encode, get_json, jaeger_run, jaeger_trace, logsql, poll};
 use crate::stack::{self, Ctx, GATEWAYS, Gateway, Topology, url};
 
 /// Rows of the main run, in batches of `BATCH_SIZE`: about 400 batch traces, some 360 of them
@@ -47,14 +46,7 @@ fn checks(root: &Path, ctx: &Ctx) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let input = dir.join("rows.csv");
     let invbot = bot::build(root)?;
-    let generated = Command::new(&invbot)
-        .args(["generate", "--rows", ROWS, "--seed", "23", "--output"])
-        .arg(&input)
-        .status()
-        .context("cannot run invbot generate")?;
-    if !generated.success() {
-        bail!("invbot generate failed ({generated})");
-    }
+    bot::generate(&invbot, &input, &["--rows", ROWS, "--seed", "23"])?;
     // The restart step runs the rows without canaries.
     let clean = dir.join("clean.csv");
     std::fs::copy(&input, &clean)?;
@@ -382,27 +374,6 @@ fn traces_with(environment: &str, event: &str) -> Result<BTreeSet<String>> {
     Ok(rows
         .iter()
         .filter_map(|r| r["trace_id"].as_str().map(str::to_owned))
-        .collect())
-}
-
-/// Jaeger's traces of a run, by trace id.
-fn jaeger_run(run_id: &str) -> Result<std::collections::BTreeMap<String, Value>> {
-    let tags = encode(&serde_json::json!({ "run_id": run_id }).to_string());
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    // The API takes start and end in microseconds (`lookback` is only the UI's).
-    let found = get_json(&format!(
-        "{}/api/traces?service=invbot&tags={tags}&start={}&end={}&limit=2000",
-        url::JAEGER,
-        now.saturating_sub(Duration::from_secs(3600)).as_micros(),
-        now.as_micros()
-    ))?;
-    Ok(found["data"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|t| Some((t["traceID"].as_str()?.to_owned(), t.clone())))
         .collect())
 }
 

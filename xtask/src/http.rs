@@ -72,6 +72,29 @@ pub(crate) fn jaeger_trace(trace_id: &str) -> Result<serde_json::Value> {
     ))
 }
 
+/// Jaeger's traces of one bot run (its `batch` spans' `run_id`) over the last hour, by trace id.
+pub(crate) fn jaeger_run(
+    run_id: &str,
+) -> Result<std::collections::BTreeMap<String, serde_json::Value>> {
+    let tags = encode(&serde_json::json!({ "run_id": run_id }).to_string());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    // The API takes start and end in microseconds (`lookback` is only the UI's).
+    let found = get_json(&format!(
+        "{}/api/traces?service=invbot&tags={tags}&start={}&end={}&limit=2000",
+        crate::stack::url::JAEGER,
+        now.saturating_sub(Duration::from_secs(3600)).as_micros(),
+        now.as_micros()
+    ))?;
+    Ok(found["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| Some((t["traceID"].as_str()?.to_owned(), t.clone())))
+        .collect())
+}
+
 /// The rows VictoriaLogs finds for a LogsQL `query` over the last `window` (its query API
 /// answers JSON lines, one row each).
 pub(crate) fn logsql(query: &str, window: Duration) -> Result<Vec<serde_json::Value>> {

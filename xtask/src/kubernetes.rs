@@ -1237,8 +1237,8 @@ mod tests {
     #[test]
     fn image_tags_are_the_pinned_versions() {
         let ctx = Ctx::new(&crate::root()).expect("compose/.env");
-        let expected =
-            expected_images(&crate::root(), |key| ctx.version(key).map(str::to_owned)).expect("images");
+        let expected = expected_images(&crate::root(), |key| ctx.version(key).map(str::to_owned))
+            .expect("images");
         let mut set = BTreeMap::new();
         for (dir, k) in kustomizations() {
             for image in k["images"].as_array().into_iter().flatten() {

@@ -828,23 +828,21 @@ pub(crate) fn down(ctx: &Ctx) -> Result<()> {
 
 /// Stops one backend that `up` started (the e2e step stops the log store to show a missing pillar).
 pub(crate) fn stop_one(ctx: &Ctx, name: &str) -> Result<()> {
-    let all = backends(ctx)?;
-    let b = all
-        .iter()
-        .find(|b| b.name == name)
-        .with_context(|| format!("no backend {name}"))?;
-    stop(ctx, b);
+    stop(ctx, &backend(ctx, name)?);
     Ok(())
+}
+
+fn backend(ctx: &Ctx, name: &str) -> Result<Backend> {
+    backends(ctx)?
+        .into_iter()
+        .find(|b| b.name == name)
+        .with_context(|| format!("no backend {name}"))
 }
 
 /// CPU seconds (user + system) and peak resident memory in bytes of a running backend.
 pub(crate) fn usage(ctx: &Ctx, name: &str) -> Result<(f64, u64)> {
-    let all = backends(ctx)?;
-    let b = all
-        .iter()
-        .find(|b| b.name == name)
-        .with_context(|| format!("no backend {name}"))?;
-    let pid = read_pid(ctx, b).with_context(|| format!("{name} is not running"))?;
+    let b = backend(ctx, name)?;
+    let pid = read_pid(ctx, &b).with_context(|| format!("{name} is not running"))?;
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command (which may hold spaces), from the 3rd: utime is the 14th.
     let fields: Vec<&str> = stat
@@ -867,6 +865,25 @@ pub(crate) fn usage(ctx: &Ctx, name: &str) -> Result<(f64, u64)> {
         .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         .unwrap_or(0);
     Ok((cpu, peak_kib * 1024))
+}
+
+/// Kills one backend that `up` started, at once (SIGKILL): a crash, for the fault checks.
+pub(crate) fn kill_one(ctx: &Ctx, name: &str) -> Result<()> {
+    let b = backend(ctx, name)?;
+    let pid = read_pid(ctx, &b).with_context(|| format!("{name} is not running"))?;
+    run(
+        Command::new("kill").args(["-9", &pid.to_string()]),
+        &format!("kill -9 {name} (pid {pid})"),
+    )?;
+    let start = Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists()
+        && !zombie(pid)
+        && start.elapsed() < Duration::from_secs(5)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = fs::remove_file(ctx.pid_file(b.name));
+    Ok(())
 }
 
 fn zombie(pid: u32) -> bool {
