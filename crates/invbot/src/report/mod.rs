@@ -191,12 +191,16 @@ impl Query {
 fn chart_queries(bot: &str, both: &str, r: &str) -> Vec<ChartSpec> {
     let outcome = names::attr::OUTCOME;
     let rate = |m: &Metric, extra: &str| format!("rate({}{{{bot}{extra}}}[{r}])", m.prometheus);
+    // A run is one process, so its counters and histograms start at zero with it: their raw
+    // values are the run so far, with no rate window to outlast (a short run's windowed rates
+    // are mostly empty, and a finished run's are 0/0).
     let quantile = |q: f64| {
         format!(
-            "histogram_quantile({q}, sum by (le) (rate({}_bucket{{{bot}}}[{r}])))",
+            "histogram_quantile({q}, sum by (le) ({}_bucket{{{bot}}}))",
             metric::BATCH_DURATION.prometheus
         )
     };
+    let total = |extra: &str| format!("sum({}{{{bot}{extra}}})", metric::TRANSACTIONS.prometheus);
     let by_service = |m: &Metric| {
         Query::by(
             label::SERVICE_NAME,
@@ -219,20 +223,20 @@ fn chart_queries(bot: &str, both: &str, r: &str) -> Vec<ChartSpec> {
         ),
         (
             "error_rate",
-            "Failed transactions",
+            "Failed transactions (share so far)",
             "ratio",
             vec![Query::one(
                 "failed",
                 format!(
-                    "(sum({}) or vector(0)) / sum({})",
-                    rate(&metric::TRANSACTIONS, &format!(",{outcome}=\"failed\"")),
-                    rate(&metric::TRANSACTIONS, "")
+                    "({} or vector(0)) / {}",
+                    total(&format!(",{outcome}=\"failed\"")),
+                    total("")
                 ),
             )],
         ),
         (
             "batch_duration",
-            "Batch duration",
+            "Batch duration (percentiles so far)",
             "s",
             vec![
                 Query::one("p50", quantile(0.5)),
