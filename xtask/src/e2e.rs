@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use crate::bot::{self, BotRun};
-use crate::http::{encode, get_json, jaeger_trace, logsql, poll};
+use crate::http::{encode, get_json, jaeger_span_count, jaeger_trace, logsql, poll};
 use crate::stack::{self, Ctx, url};
 
 const ROWS: &str = "3000";
@@ -140,15 +140,16 @@ fn jaeger_keeps_its_traces(ctx: &Ctx, summary: &Value) -> Result<()> {
         .flatten()
         .filter_map(|b| b["trace_id"].as_str())
         .collect();
-    let spans = |id: &str| -> Result<usize> {
-        Ok(jaeger_trace(id)?["data"][0]["spans"]
-            .as_array()
-            .map_or(0, Vec::len))
-    };
-    let before: Vec<usize> = ids.iter().map(|id| spans(id)).collect::<Result<_>>()?;
+    let before: Vec<usize> = ids
+        .iter()
+        .map(|id| jaeger_span_count(id))
+        .collect::<Result<_>>()?;
     stack::stop_one(ctx, "jaeger")?;
     stack::up(ctx)?;
-    let after: Vec<usize> = ids.iter().map(|id| spans(id)).collect::<Result<_>>()?;
+    let after: Vec<usize> = ids
+        .iter()
+        .map(|id| jaeger_span_count(id))
+        .collect::<Result<_>>()?;
     let total: usize = before.iter().sum();
     if before != after || total == 0 {
         bail!(

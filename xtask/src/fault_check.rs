@@ -11,8 +11,8 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use crate::bot::{self, BotRun};
-use crate::http::{logsql, poll};
-use crate::stack::{self, Ctx, url};
+use crate::http::{jaeger_span_count, logsql, poll};
+use crate::stack::{self, Ctx};
 
 const ROWS: &str = "3000";
 
@@ -113,13 +113,7 @@ fn spans(run: &BotRun) -> Result<u64> {
         let id = batch["trace_id"]
             .as_str()
             .context("a batch without trace id")?;
-        let (status, body) = crate::http::get(&format!("{}/api/traces/{id}", url::JAEGER))?;
-        if status == 404 {
-            continue;
-        }
-        let found: serde_json::Value =
-            serde_json::from_str(&body).with_context(|| format!("Jaeger's trace {id}"))?;
-        total += found["data"][0]["spans"].as_array().map_or(0, Vec::len) as u64;
+        total += jaeger_span_count(id)? as u64;
     }
     Ok(total)
 }

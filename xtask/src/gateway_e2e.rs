@@ -149,8 +149,8 @@ fn checks(root: &Path, ctx: &Ctx) -> Result<()> {
             bail!("a batch of the slow run took only {} s", b.seconds);
         }
         let trace = poll(Duration::from_secs(60), || {
-            let found = jaeger_trace(&b.trace_id);
-            Ok(found.ok().map(|f| f["data"][0].clone()))
+            let trace = jaeger_trace(&b.trace_id)?["data"][0].clone();
+            Ok((!trace.is_null()).then_some(trace))
         })
         .with_context(|| format!("the slow batch {} should be in Jaeger", b.trace_id))?;
         whole(&trace, b.items)

@@ -64,12 +64,25 @@ pub(crate) fn get_json(url: &str) -> Result<serde_json::Value> {
     serde_json::from_str(&get_ok(url)?).with_context(|| format!("{url}: not JSON"))
 }
 
-/// Jaeger's answer for one trace id (`data` is empty when it has no such trace).
+/// Jaeger's answer for one trace id; `data` is null when it has no such trace (its 404 answer
+/// carries that JSON too).
 pub(crate) fn jaeger_trace(trace_id: &str) -> Result<serde_json::Value> {
-    get_json(&format!(
-        "{}/api/traces/{trace_id}",
-        crate::stack::url::JAEGER
-    ))
+    let url = format!("{}/api/traces/{trace_id}", crate::stack::url::JAEGER);
+    let (status, body) = get(&url)?;
+    if status != 404 && !(200..300).contains(&status) {
+        bail!(
+            "{url} answered {status}: {}",
+            body.chars().take(300).collect::<String>()
+        );
+    }
+    serde_json::from_str(&body).with_context(|| format!("{url}: not JSON"))
+}
+
+/// How many spans Jaeger has of one trace (0 when it has no such trace).
+pub(crate) fn jaeger_span_count(trace_id: &str) -> Result<usize> {
+    Ok(jaeger_trace(trace_id)?["data"][0]["spans"]
+        .as_array()
+        .map_or(0, Vec::len))
 }
 
 /// Jaeger's traces of one bot run (its `batch` spans' `run_id`) over the last hour, by trace id.

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::bot;
 use crate::browser::Browser;
-use crate::http::jaeger_trace;
+use crate::http::jaeger_span_count;
 
 /// The page's own signal that it has drawn itself.
 const READY: &str = "document.body?.dataset.ready === 'true'";
@@ -57,9 +57,7 @@ pub(crate) fn check(invbot: &Path, dir: &Path, run_id: &str, summary: &Value) ->
     let trace_id = batch["trace_id"]
         .as_str()
         .context("batch without trace id")?;
-    let in_jaeger = jaeger_trace(trace_id)?["data"][0]["spans"]
-        .as_array()
-        .map_or(0, Vec::len);
+    let in_jaeger = jaeger_span_count(trace_id)?;
     let drawn = browser.eval(&format!(
         "document.querySelector('#batches tbody tr[data-trace-id=\"{trace_id}\"]').click(); \
          document.querySelectorAll('#waterfall .span').length"
