@@ -342,7 +342,7 @@ fn verdict(complete: bool) -> ExitCode {
 
 async fn report_command(args: ReportArgs) -> Result<ExitCode> {
     let (target, endpoints, verdict_report) = judge(args.target).await?;
-    let gathered = invbot::report::gather(&target, &verdict_report, &endpoints).await;
+    let gathered = invbot::report::gather(&target, verdict_report, &endpoints).await;
     let (name, title) = match &target {
         verify::Target::Run(id) => (format!("run-{id}"), format!("invbot run {id}")),
         verify::Target::Trace(id) => (format!("trace-{id}"), format!("invbot trace {id}")),

@@ -29,16 +29,6 @@ impl Jaeger {
         }
     }
 
-    /// Every span of the target's traces, as Jaeger has them (what `invbot report` draws).
-    pub async fn details(&self, scope: &Scope) -> Result<Vec<TraceDetail>, QueryError> {
-        Ok(self
-            .traces(scope)
-            .await?
-            .iter()
-            .map(TraceDetail::new)
-            .collect())
-    }
-
     async fn traces(&self, scope: &Scope) -> Result<Vec<Trace>, QueryError> {
         let found: Option<Response> = match scope.target() {
             Target::Trace(id) => self.http.find(&format!("/api/traces/{id}"), &[]).await?,
@@ -65,10 +55,13 @@ impl Backend for Jaeger {
     type Report = TracesReport;
 
     async fn check(&self, scope: &Scope) -> Result<TracesReport, QueryError> {
-        Ok(TracesReport::new(
-            scope.target(),
-            &self.details(scope).await?,
-        ))
+        let details = self
+            .traces(scope)
+            .await?
+            .iter()
+            .map(TraceDetail::new)
+            .collect();
+        Ok(TracesReport::new(scope.target(), details))
     }
 }
 
@@ -77,13 +70,18 @@ impl Backend for Jaeger {
 pub struct TracesReport {
     pub target: Target,
     pub traces: Vec<TraceSummary>,
+    /// Every span of those traces, as Jaeger has them: what `invbot report` draws (left out of
+    /// `verify --json`).
+    #[serde(skip)]
+    pub details: Vec<TraceDetail>,
 }
 
 impl TracesReport {
-    pub fn new(target: &Target, traces: &[TraceDetail]) -> Self {
+    fn new(target: &Target, details: Vec<TraceDetail>) -> Self {
         Self {
             target: target.clone(),
-            traces: traces.iter().map(TraceSummary::new).collect(),
+            traces: details.iter().map(TraceSummary::new).collect(),
+            details,
         }
     }
 }

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+use opentelemetry_semantic_conventions::resource::SERVICE_INSTANCE_ID;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -112,7 +113,7 @@ fn is_resource_field(key: &str) -> bool {
         "host.",
         "process.",
     ];
-    key != "service.instance.id" && PREFIXES.iter().any(|p| key.starts_with(p))
+    key != SERVICE_INSTANCE_ID && PREFIXES.iter().any(|p| key.starts_with(p))
 }
 
 impl LogRecord {

@@ -11,7 +11,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use names::prometheus::label;
 use names::{Metric, event, metric, service};
-use verify::{Backend, Jaeger, LogStore, Pillar, Prometheus, Scope, Target, VictoriaLogs, Window};
+use opentelemetry_semantic_conventions::resource::SERVICE_INSTANCE_ID;
+use verify::{Backend, LogStore, Pillar, Prometheus, Scope, Target, VictoriaLogs, Window};
 
 mod model;
 
@@ -27,24 +28,22 @@ const MIN_STEP: Duration = Duration::from_secs(5);
 /// Metrics arrive up to an export interval and a scrape after the run's last span.
 const CHART_AFTER: Duration = Duration::from_secs(30);
 
-/// Reads what the page shows for `target`, whose pillars `verdict` has judged.
+/// Reads what the page shows for `target`, whose pillars `verdict` has judged; the traces are
+/// the verifier's own last answer from Jaeger.
 pub async fn gather(
     target: &Target,
-    verdict: &verify::Report,
+    verdict: verify::Report,
     endpoints: &verify::Endpoints,
 ) -> Gathered {
     let mut g = Gathered {
-        pillars: pillars(verdict),
+        pillars: pillars(&verdict),
         missing: verdict.missing().to_vec(),
         ..Gathered::default()
     };
     let mut scope = Scope::new(target.clone());
-    if let Some(found) = &verdict.traces.report {
-        scope = scope.with_traces(found);
-    }
-    match Jaeger::new(&endpoints.jaeger).details(&scope).await {
-        Ok(traces) => g.traces = traces,
-        Err(e) => note(&mut g, "traces", Jaeger::NAME, &e),
+    if let Some(found) = verdict.traces.report {
+        scope = scope.with_traces(&found);
+        g.traces = found.details;
     }
     g.run_id = match target {
         Target::Run(id) => Some(id.clone()),
@@ -153,7 +152,7 @@ fn bot_instances(scope: &Scope, run_logs: &[verify::victorialogs::LogRecord]) ->
     if ids.is_empty() {
         ids = run_logs
             .iter()
-            .filter_map(|r| r.fields.get("service.instance.id").cloned())
+            .filter_map(|r| r.fields.get(SERVICE_INSTANCE_ID).cloned())
             .collect();
         ids.sort();
         ids.dedup();

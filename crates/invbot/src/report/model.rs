@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use names::{attr, event, service, span};
+use opentelemetry_semantic_conventions::resource::SERVICE_INSTANCE_ID;
 use serde::Serialize;
 use verify::jaeger::{SpanDetail, TraceDetail};
 use verify::victorialogs::LogRecord;
@@ -376,7 +377,7 @@ const NOT_SHOWN: [&str; 5] = [
     "scope.version",
     "event_name",
     "severity_number",
-    "service.instance.id",
+    SERVICE_INSTANCE_ID,
 ];
 
 fn shown<'a>(fields: impl Iterator<Item = (&'a String, &'a String)>) -> BTreeMap<String, String> {
