@@ -1,16 +1,15 @@
 //! The e2e step's secured collector: a second collector with `otel-collector/auth.yaml` (TLS and
-//! a bearer token on both OTLP receivers), its certificates made by a CA made now, in front of
-//! the same backends. The bot with the CA and the token delivers everything, over gRPC (gzip)
-//! and over OTLP/HTTP; with no token or a wrong one the collector accepts nothing, the bot says
-//! once that the credentials were refused and goes on; and no token appears in anything the bot
-//! or the collector wrote.
+//! a bearer token on both OTLP receivers), with the certificates `cargo xtask dev-certs` makes
+//! (from a CA made now), in front of the same backends. The bot with the CA and the token
+//! delivers everything, over gRPC (gzip) and over OTLP/HTTP; with no token or a wrong one the
+//! collector accepts nothing, the bot says once that the credentials were refused and goes on;
+//! and no token appears in anything the bot or the collector wrote.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use otlp_sink::TestCa;
 
 use crate::bot::{self, BotRun};
 use crate::http::poll;
@@ -27,16 +26,10 @@ pub(crate) fn check(root: &Path, ctx: &Ctx) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let token = secret("token");
     let wrong = secret("wrong");
-    let ca = TestCa::new("inventory-otel e2e CA");
-    let server = ca.server();
-    let ca_file = dir.join("ca.pem");
-    let (cert_file, key_file) = (dir.join("server.pem"), dir.join("server-key.pem"));
-    std::fs::write(&ca_file, ca.cert_pem())?;
-    std::fs::write(&cert_file, &server.cert_pem)?;
-    std::fs::write(&key_file, &server.key_pem)?;
-    let collector = Secured::start(ctx, &token, &cert_file, &key_file)?;
+    let certs = crate::certs::write(&dir, "inventory-otel e2e CA")?;
+    let collector = Secured::start(ctx, &token, &certs.cert, &certs.key)?;
 
-    let ca_path = ca_file.display().to_string();
+    let ca_path = certs.ca.display().to_string();
     let grpc = format!("https://127.0.0.1:{GRPC}");
     let http = format!("https://127.0.0.1:{}", GRPC + 1);
     let bearer = |t: &str| format!("Authorization=Bearer%20{t}");

@@ -1,7 +1,8 @@
 //! The Kubernetes manifests (`deploy/kubernetes/`), checked offline: both overlays rendered with
 //! kustomize and every object validated against the Kubernetes API's JSON schemas, strictly (an
 //! unknown field fails), plus the rules the schemas cannot hold (resources and probes on every
-//! container, images at the pinned versions, no credentials).
+//! container, images at the pinned versions, no credentials), and each collector's configs as
+//! rendered validated by the collector itself (`otelcol validate`, the stack's build).
 //!
 //! The tools come from the registries, once, into the stack's cache, keyed by version:
 //! - kustomize from its Go module (`go install`);
@@ -11,9 +12,10 @@
 //!
 //! The tests below need no tool: every config file the manifests mount is the repository's own
 //! (the one the native stack or compose reads), image tags are the versions of `compose/.env`,
-//! and the Kubernetes-only files stay in step with the native ones.
+//! the Kubernetes-only files stay in step with the native ones, and every collector that listens
+//! beyond loopback takes TLS and a token from Secrets, as do the exports sent to it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -29,7 +31,7 @@ const DIR: &str = "deploy/kubernetes";
 /// The overlays that are rendered and validated.
 const OVERLAYS: [&str; 2] = ["single-node", "fleet"];
 /// The namespace everything is in.
-const NAMESPACE: &str = "inventory-otel";
+pub(crate) const NAMESPACE: &str = "inventory-otel";
 
 /// kustomize's Go module and version: v5.8.2 is the newest that Go 1.26 builds (v5.8.3 needs
 /// Go 1.27).
@@ -95,18 +97,22 @@ pub(crate) fn check(ctx: &Ctx) -> Result<()> {
         );
     }
 
+    let collector = stack::installed_collector(ctx)?;
+
     let mut problems = Vec::new();
     for overlay in OVERLAYS {
         let dir = ctx.root.join(DIR).join("overlays").join(overlay);
         let objects = render(&kustomize, &dir)?;
+        let scratch = ctx.state.join("k8s-check").join(overlay);
         let found: Vec<String> = schema_problems(&validator, &objects)?
             .into_iter()
             .chain(lint(&objects, true))
             .chain(image_problems(&objects, &expected))
+            .chain(collector_config_problems(&collector, &objects, &scratch)?)
             .map(|p| format!("overlays/{overlay}: {p}"))
             .collect();
         eprintln!(
-            "xtask: overlays/{overlay}: {} objects rendered, {} problems (schemas of Kubernetes {})",
+            "xtask: overlays/{overlay}: {} objects rendered, {} problems (schemas of Kubernetes {}, each collector's merged config by otelcol validate)",
             objects.len(),
             found.len(),
             KUBERNETES_VERSIONS.join(" and ")
@@ -121,8 +127,9 @@ pub(crate) fn check(ctx: &Ctx) -> Result<()> {
         );
     }
     eprintln!(
-        "xtask: Kubernetes manifests valid: {} rendered with kustomize {KUSTOMIZE_VERSION}, every object valid against the strict schemas (kubernetes-validate {VALIDATOR_VERSION}), resources, probes and pinned images in place",
-        OVERLAYS.join(" and ")
+        "xtask: Kubernetes manifests valid: {} rendered with kustomize {KUSTOMIZE_VERSION}, every object valid against the strict schemas (kubernetes-validate {VALIDATOR_VERSION}), resources, probes and pinned images in place, each collector's configs valid for the collector {}",
+        OVERLAYS.join(" and "),
+        ctx.version("OTELCOL_VERSION")?
     );
     Ok(())
 }
@@ -245,6 +252,96 @@ fn schema_problems(validator: &Path, objects: &[Value]) -> Result<Vec<String>> {
     serde_json::from_slice(&out.stdout).context("the schema validator's answer")
 }
 
+/// The collector image the manifests run.
+const COLLECTOR_IMAGE: &str = "otel/opentelemetry-collector-contrib";
+
+/// Whether a container runs the collector image (whatever its tag).
+fn is_collector(container: &Value) -> bool {
+    let image = container["image"].as_str().unwrap_or("");
+    image.split(':').next() == Some(COLLECTOR_IMAGE)
+}
+
+/// Each collector container's configs as rendered (the `--config` files, from the ConfigMaps
+/// mounted where they point), validated as the container would load them: `otelcol validate`
+/// of the stack's collector (the same version and components as the image) with the container's
+/// environment only (a Secret's value replaced by a placeholder). Schemas see a ConfigMap as
+/// strings; this sees the collector's merge of them (e.g. an extension listed but not defined).
+fn collector_config_problems(
+    collector: &Path,
+    objects: &[Value],
+    scratch: &Path,
+) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    for object in objects {
+        let Some(pod) = pod_spec(object) else {
+            continue;
+        };
+        for c in containers(pod).filter(|c| is_collector(c)) {
+            let who = format!(
+                "{} container {}",
+                name_of(object),
+                c["name"].as_str().unwrap_or("?")
+            );
+            let dir = scratch.join(object["metadata"]["name"].as_str().unwrap_or("collector"));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir)?;
+            let mut cmd = Command::new(collector);
+            cmd.arg("validate").env_clear();
+            for arg in c["args"].as_array().into_iter().flatten() {
+                let Some(path) = arg.as_str().and_then(|a| a.strip_prefix("--config=")) else {
+                    continue;
+                };
+                match mounted_config(objects, pod, c, path) {
+                    Some(text) => {
+                        let file = dir.join(path.trim_start_matches('/').replace('/', "_"));
+                        fs::write(&file, text)?;
+                        cmd.arg(format!("--config={}", file.display()));
+                    }
+                    None => problems.push(format!(
+                        "{who}: --config={path} is no file of a ConfigMap it mounts"
+                    )),
+                }
+            }
+            for var in c["env"].as_array().into_iter().flatten() {
+                let value = var["value"].as_str().unwrap_or("placeholder-of-valueFrom");
+                cmd.env(var["name"].as_str().unwrap_or(""), value);
+            }
+            let out = cmd
+                .output()
+                .with_context(|| format!("cannot run {}", collector.display()))?;
+            if !out.status.success() {
+                problems.push(format!(
+                    "{who}: otelcol validate of its configs failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+        }
+    }
+    Ok(problems)
+}
+
+/// The text of the file at `path` in container `c` of `pod`: a key of a rendered ConfigMap that
+/// a volume mounts at its directory (or, with subPath, at `path` itself).
+fn mounted_config<'a>(objects: &'a [Value], pod: &Value, c: &Value, path: &str) -> Option<&'a str> {
+    let (dir, file) = path.rsplit_once('/')?;
+    c["volumeMounts"].as_array()?.iter().find_map(|mount| {
+        let key = match mount["subPath"].as_str() {
+            Some(sub) if mount["mountPath"] == path => sub,
+            None if mount["mountPath"] == dir => file,
+            _ => return None,
+        };
+        let map = pod["volumes"]
+            .as_array()?
+            .iter()
+            .find(|v| v["name"] == mount["name"])?["configMap"]["name"]
+            .as_str()?;
+        objects
+            .iter()
+            .find(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == map)?["data"][key]
+            .as_str()
+    })
+}
+
 /// A Deployment with one unknown container field: a strict schema refuses it.
 fn strictness_canary() -> Value {
     json!({
@@ -310,8 +407,9 @@ fn name_of(object: &Value) -> String {
 /// What the schemas cannot check: requests and limits on every container; liveness and
 /// readiness probes on every long-running one; non-root, no privilege escalation, a read-only
 /// root, no capabilities; no credentials written in (no Secret, no password-like variable with
-/// a value); a default-deny NetworkPolicy; references that resolve ([`reference_problems`]);
-/// and, once rendered, every object in the namespace.
+/// a value, no bearer token but a reference to a Secret's variable); a default-deny
+/// NetworkPolicy; references that resolve ([`reference_problems`]); and, once rendered, every
+/// object in the namespace.
 fn lint(objects: &[Value], rendered: bool) -> Vec<String> {
     let mut problems = Vec::new();
     for object in objects {
@@ -361,6 +459,8 @@ fn lint(objects: &[Value], rendered: bool) -> Vec<String> {
                     "{who}: securityContext must set allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities.drop: [ALL]"
                 ));
             }
+            // Variables from a Secret so far: a value may refer to them as $(NAME).
+            let mut from_secrets = BTreeSet::new();
             for var in c["env"].as_array().into_iter().flatten() {
                 let name = var["name"].as_str().unwrap_or("").to_ascii_uppercase();
                 let secret_like = ["PASSWORD", "SECRET", "TOKEN", "API_KEY", "CREDENTIAL"]
@@ -370,6 +470,22 @@ fn lint(objects: &[Value], rendered: bool) -> Vec<String> {
                     problems.push(format!(
                         "{who}: {name} is written in; take it from a Secret the user creates (valueFrom.secretKeyRef)"
                     ));
+                }
+                let value = var["value"].as_str().unwrap_or("");
+                if let Some(at) = value.to_ascii_lowercase().find("bearer") {
+                    let token = value[at + "bearer".len()..].trim_start_matches("%20");
+                    let refers_to = token
+                        .strip_prefix("$(")
+                        .and_then(|t| t.split_once(')'))
+                        .map(|(v, _)| v);
+                    if !refers_to.is_some_and(|v| from_secrets.contains(v)) {
+                        problems.push(format!(
+                            "{who}: {name} holds a bearer token that is not $(NAME) of a variable from a Secret defined before it"
+                        ));
+                    }
+                }
+                if !var["valueFrom"]["secretKeyRef"].is_null() {
+                    from_secrets.insert(var["name"].as_str().unwrap_or(""));
                 }
             }
         }
@@ -607,8 +723,6 @@ fn image_problems(objects: &[Value], expected: &BTreeMap<String, String>) -> Vec
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
-
     use super::*;
 
     fn text(path: &Path) -> String {
@@ -730,7 +844,7 @@ mod tests {
 
     /// The files only Kubernetes reads, each for a reason: everything else mounted is a file of
     /// the native stack or compose.
-    const KUBERNETES_ONLY: [(&str, &str); 2] = [
+    const KUBERNETES_ONLY: [(&str, &str); 3] = [
         (
             "deploy/kubernetes/base/agent-k8s-resolver.yaml",
             "the collector cannot switch resolver type by environment: DNS discovery of the gateways, merged over agent.yaml",
@@ -738,6 +852,10 @@ mod tests {
         (
             "deploy/kubernetes/base/prometheus-k8s.yml",
             "Prometheus expands no variables and discovers pods here: checked against prometheus/prometheus.yml below",
+        ),
+        (
+            "deploy/kubernetes/base/agent-k8s-auth.yaml",
+            "only Kubernetes runs an agent beyond loopback: auth.yaml completed for the agent (its extension list, TLS and the token to the gateways), checked below",
         ),
     ];
 
@@ -752,6 +870,7 @@ mod tests {
             "otel-collector/config.yaml"
                 | "otel-collector/agent.yaml"
                 | "otel-collector/gateway.yaml"
+                | "otel-collector/auth.yaml"
                 | "jaeger/config.yaml"
         ) || in_dir("prometheus/rules/", ".yml")
             || in_dir("alertmanager/", ".yml")
@@ -873,8 +992,10 @@ mod tests {
             .collect()
     }
 
-    /// The gateways run config.yaml + gateway.yaml, as the native gateway topology does; the
-    /// agent runs agent.yaml and the Kubernetes resolver override; Jaeger its one config.
+    /// The gateways run config.yaml + gateway.yaml, as the native gateway topology does, and
+    /// auth.yaml, as compose and the e2e step's secured collector do; the agent runs agent.yaml,
+    /// the Kubernetes resolver override, auth.yaml and its completion for the agent; Jaeger its
+    /// one config.
     #[test]
     fn the_collectors_and_jaeger_start_with_the_native_config_files() {
         let objects = base_objects();
@@ -883,14 +1004,23 @@ mod tests {
                 workload(&objects, "Deployment", "otel-gateway"),
                 "otel-collector"
             ),
-            ["otel-collector/config.yaml", "otel-collector/gateway.yaml"]
+            [
+                "otel-collector/config.yaml",
+                "otel-collector/gateway.yaml",
+                AUTH
+            ]
         );
         assert_eq!(
             started_with(
                 workload(&objects, "DaemonSet", "otel-agent"),
                 "otel-collector"
             ),
-            ["otel-collector/agent.yaml", KUBERNETES_ONLY[0].0]
+            [
+                "otel-collector/agent.yaml",
+                KUBERNETES_ONLY[0].0,
+                AUTH,
+                KUBERNETES_ONLY[2].0
+            ]
         );
         assert_eq!(
             started_with(workload(&objects, "Deployment", "jaeger"), "jaeger"),
@@ -977,6 +1107,400 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The overlay that puts TLS and a bearer token on a collector's OTLP receivers.
+    const AUTH: &str = "otel-collector/auth.yaml";
+
+    /// The collector's merge of its config files, in order: maps merged key by key, anything
+    /// else (a list, a scalar) replaced whole.
+    fn merge(into: &mut Value, over: &Value) {
+        match (into, over) {
+            (Value::Object(into), Value::Object(over)) => {
+                for (key, value) in over {
+                    merge(into.entry(key.clone()).or_insert(Value::Null), value);
+                }
+            }
+            (into, over) => *into = over.clone(),
+        }
+    }
+
+    fn merged<S: AsRef<str>>(paths: &[S]) -> Value {
+        let mut config = json!({});
+        for path in paths {
+            merge(&mut config, &yaml(&crate::root().join(path.as_ref())));
+        }
+        config
+    }
+
+    /// The string values of `key` anywhere under `value`.
+    fn strings_under<'a>(value: &'a Value, key: &str, out: &mut Vec<&'a str>) {
+        match value {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    match v.as_str() {
+                        Some(s) if k == key => out.push(s),
+                        _ => strings_under(v, key, out),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| strings_under(v, key, out)),
+            _ => {}
+        }
+    }
+
+    /// What a merged collector config gets wrong about its extensions: one the service starts
+    /// but no file defines, one defined but not started, or an authenticator or a queue's
+    /// storage that the service does not start (which `otelcol validate` lets pass, and which
+    /// fails only when the collector starts).
+    fn extension_problems(config: &Value) -> Vec<String> {
+        let defined: BTreeSet<&str> = config["extensions"]
+            .as_object()
+            .into_iter()
+            .flat_map(|e| e.keys().map(String::as_str))
+            .collect();
+        let started: BTreeSet<&str> = config["service"]["extensions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let mut problems: Vec<String> = started
+            .difference(&defined)
+            .map(|e| format!("service.extensions starts {e}, which no file defines"))
+            .chain(
+                defined
+                    .difference(&started)
+                    .map(|e| format!("{e} is defined, not in service.extensions")),
+            )
+            .collect();
+        for key in ["authenticator", "storage"] {
+            let mut used = Vec::new();
+            for section in ["receivers", "exporters", "processors", "connectors"] {
+                strings_under(&config[section], key, &mut used);
+            }
+            for e in used.into_iter().filter(|e| !started.contains(e)) {
+                problems.push(format!("{key} {e} is not in service.extensions"));
+            }
+        }
+        problems
+    }
+
+    /// The collectors of the base (workload, container) with their config files.
+    fn collectors(objects: &[Value]) -> Vec<(&Value, &Value, Vec<String>)> {
+        objects
+            .iter()
+            .filter_map(|o| Some((o, pod_spec(o)?)))
+            .flat_map(|(o, pod)| containers(pod).map(move |c| (o, c)))
+            .filter(|(_, c)| is_collector(c))
+            .map(|(o, c)| {
+                let name = c["name"].as_str().expect("a container name");
+                (o, c, started_with(o, name))
+            })
+            .collect()
+    }
+
+    /// Every collector the manifests, compose or the native stack run starts exactly the
+    /// extensions its files define, and every one its components use.
+    #[test]
+    fn every_collectors_merged_config_starts_the_extensions_it_uses() {
+        let mut roles: Vec<(String, Vec<String>)> = collectors(&base_objects())
+            .into_iter()
+            .map(|(o, _, files)| (name_of(o), files))
+            .collect();
+        for files in [
+            &["otel-collector/config.yaml"][..],
+            &["otel-collector/config.yaml", "otel-collector/gateway.yaml"],
+            &["otel-collector/agent.yaml"],
+            // Compose and the e2e step's secured collector.
+            &["otel-collector/config.yaml", AUTH],
+            &[
+                "otel-collector/config.yaml",
+                AUTH,
+                "otel-collector/logs-loki.yaml",
+            ],
+        ] {
+            roles.push((
+                files.join(" + "),
+                files.iter().map(|f| f.to_string()).collect(),
+            ));
+        }
+        assert!(roles.len() >= 7, "{roles:?}");
+        for (role, files) in roles {
+            let problems = extension_problems(&merged(&files));
+            assert!(problems.is_empty(), "{role}: {problems:#?}");
+        }
+    }
+
+    /// The check above finds auth.yaml's list on an agent (it names config.yaml's queue), the
+    /// agent's list without auth.yaml, and an authenticator the service does not start.
+    #[test]
+    fn the_extension_check_finds_a_list_replaced_by_the_wrong_one() {
+        let agent = ["otel-collector/agent.yaml", KUBERNETES_ONLY[0].0, AUTH];
+        let problems = extension_problems(&merged(&agent));
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("starts file_storage/queue")),
+            "{problems:#?}"
+        );
+        let no_auth = ["otel-collector/agent.yaml", KUBERNETES_ONLY[2].0];
+        let problems = extension_problems(&merged(&no_auth));
+        assert!(
+            problems
+                .iter()
+                .any(|p| p
+                    == "service.extensions starts bearertokenauth/otlp, which no file defines"),
+            "{problems:#?}"
+        );
+        let unlisted = json!({
+            "extensions": { "health_check": {} },
+            "exporters": { "otlp_grpc": { "auth": { "authenticator": "bearertokenauth/otlp" } } },
+            "service": { "extensions": ["health_check"] },
+        });
+        assert_eq!(
+            extension_problems(&unlisted),
+            ["authenticator bearertokenauth/otlp is not in service.extensions"]
+        );
+    }
+
+    /// The Secret and key a container's file at `path` comes from, if a secret volume mounts it.
+    fn secret_file(object: &Value, c: &Value, path: &str) -> Option<(String, String)> {
+        let (dir, file) = path.rsplit_once('/')?;
+        let mount = c["volumeMounts"]
+            .as_array()?
+            .iter()
+            .find(|m| m["mountPath"] == dir && m["subPath"].is_null())?;
+        let secret = &pod_spec(object)?["volumes"]
+            .as_array()?
+            .iter()
+            .find(|v| v["name"] == mount["name"])?["secret"];
+        let key = match secret["items"].as_array() {
+            Some(items) => items.iter().find(|i| i["path"] == file)?["key"].as_str()?,
+            None => file,
+        };
+        Some((secret["secretName"].as_str()?.to_owned(), key.to_owned()))
+    }
+
+    fn env_var<'a>(c: &'a Value, name: &str) -> Option<&'a Value> {
+        c["env"].as_array()?.iter().find(|v| v["name"] == name)
+    }
+
+    /// The Secret and key a variable comes from (valueFrom.secretKeyRef, and no value).
+    fn secret_env(c: &Value, name: &str) -> Option<(String, String)> {
+        let var = env_var(c, name)?;
+        let from = &var["valueFrom"]["secretKeyRef"];
+        if !var["value"].is_null() {
+            return None;
+        }
+        Some((
+            from["name"].as_str()?.to_owned(),
+            from["key"].as_str()?.to_owned(),
+        ))
+    }
+
+    /// What lets a collector listen beyond loopback without TLS or the token: each collector
+    /// whose servers bind all interfaces (INV_BIND_HOST) or a hostPort must load auth.yaml, keep
+    /// TLS and the authenticator on both OTLP protocols once its files are merged, take
+    /// INV_OTLP_TOKEN from a Secret (never a value) and its certificate and key from a mounted
+    /// Secret.
+    fn auth_problems(objects: &[Value]) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (object, c, files) in collectors(objects) {
+            let who = name_of(object);
+            let bind = env_var(c, "INV_BIND_HOST").and_then(|v| v["value"].as_str());
+            let host_port = c["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|p| !p["hostPort"].is_null());
+            if bind.is_none_or(|b| b == "127.0.0.1") && !host_port {
+                continue;
+            }
+            if !files.iter().any(|f| f == AUTH) {
+                problems.push(format!("{who}: listens beyond loopback without {AUTH}"));
+            }
+            let config = merged(&files);
+            for protocol in ["grpc", "http"] {
+                let server = &config["receivers"]["otlp"]["protocols"][protocol];
+                for setting in ["/tls/cert_file", "/tls/key_file", "/auth/authenticator"] {
+                    if server.pointer(setting).is_none_or(Value::is_null) {
+                        problems.push(format!("{who}: OTLP {protocol} has no {setting}"));
+                    }
+                }
+            }
+            if secret_env(c, "INV_OTLP_TOKEN").is_none() {
+                problems.push(format!(
+                    "{who}: INV_OTLP_TOKEN is not taken from a Secret (valueFrom.secretKeyRef, no value)"
+                ));
+            }
+            for var in ["INV_TLS_CERT_FILE", "INV_TLS_KEY_FILE"] {
+                let path = env_var(c, var)
+                    .and_then(|v| v["value"].as_str())
+                    .unwrap_or("");
+                if secret_file(object, c, path).is_none() {
+                    problems.push(format!(
+                        "{who}: {var} {path:?} is not a file of a mounted Secret"
+                    ));
+                }
+            }
+        }
+        problems
+    }
+
+    #[test]
+    fn every_collector_listening_beyond_loopback_takes_tls_and_a_token_from_a_secret() {
+        let objects = base_objects();
+        let problems = auth_problems(&objects);
+        assert!(problems.is_empty(), "{problems:#?}");
+        assert_eq!(collectors(&objects).len(), 2, "the agent and the gateways");
+    }
+
+    #[test]
+    fn the_auth_check_finds_a_collector_without_auth_yaml_a_literal_token_or_an_unmounted_key() {
+        let mut objects = base_objects();
+        let agent = objects
+            .iter_mut()
+            .find(|o| o["kind"] == "DaemonSet" && o["metadata"]["name"] == "otel-agent")
+            .expect("the agent");
+        let c = &mut agent["spec"]["template"]["spec"]["containers"][0];
+        let args = c["args"].as_array_mut().expect("args");
+        args.retain(|a| a != "--config=/etc/otelcol/auth.yaml");
+        let gateway = objects
+            .iter_mut()
+            .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "otel-gateway")
+            .expect("the gateways");
+        let pod = &mut gateway["spec"]["template"]["spec"];
+        for var in pod["containers"][0]["env"].as_array_mut().expect("env") {
+            if var["name"] == "INV_OTLP_TOKEN" {
+                *var = json!({ "name": "INV_OTLP_TOKEN", "value": "a-literal-token" });
+            }
+        }
+        for volume in pod["volumes"].as_array_mut().expect("volumes") {
+            if !volume["secret"].is_null() {
+                *volume = json!({ "name": volume["name"], "emptyDir": {} });
+            }
+        }
+        assert_finds(
+            &auth_problems(&objects),
+            &[
+                "DaemonSet otel-agent: listens beyond loopback without otel-collector/auth.yaml",
+                "DaemonSet otel-agent: OTLP grpc has no /tls/cert_file",
+                "Deployment otel-gateway: INV_OTLP_TOKEN is not taken from a Secret",
+                "Deployment otel-gateway: INV_TLS_KEY_FILE \"/etc/otelcol-tls/tls.key\" is not a file of a mounted Secret",
+            ],
+        );
+    }
+
+    /// Each of `needles` is in one of `problems`.
+    fn assert_finds(problems: &[String], needles: &[&str]) {
+        for needle in needles {
+            assert!(
+                problems.iter().any(|p| p.contains(needle)),
+                "{needle}: {problems:#?}"
+            );
+        }
+    }
+
+    /// The agent sends to the gateways over TLS, trusting the CA of a mounted Secret and
+    /// checking the name the gateways' certificate carries (one `dev-certs` writes), with the
+    /// token.
+    #[test]
+    fn the_agent_exports_to_the_gateways_over_tls_with_the_token() {
+        let objects = base_objects();
+        let agent = workload(&objects, "DaemonSet", "otel-agent");
+        let c = container(agent, "otel-collector");
+        let config = merged(&started_with(agent, "otel-collector"));
+        let balancers: Vec<(&String, &Value)> = config["exporters"]
+            .as_object()
+            .expect("exporters")
+            .iter()
+            .filter(|(id, _)| id.starts_with("load_balancing"))
+            .collect();
+        assert_eq!(balancers.len(), 2, "{balancers:?}");
+        for (id, exporter) in balancers {
+            let otlp = &exporter["protocol"]["otlp"];
+            assert_eq!(otlp["tls"]["insecure"], false, "{id}");
+            assert_eq!(otlp["tls"]["ca_file"], "${env:INV_TLS_CA_FILE}", "{id}");
+            assert_eq!(
+                otlp["tls"]["server_name_override"], "${env:INV_GATEWAY_DNS}",
+                "{id}"
+            );
+            assert_eq!(
+                otlp["auth"]["authenticator"], "bearertokenauth/otlp",
+                "{id}"
+            );
+        }
+        let ca = env_value(agent, "otel-collector", "INV_TLS_CA_FILE");
+        assert_eq!(
+            secret_file(agent, c, &ca),
+            Some(("otlp-auth".to_owned(), "ca.crt".to_owned()))
+        );
+        let gateways = env_value(agent, "otel-collector", "INV_GATEWAY_DNS");
+        assert!(
+            crate::certs::server_names().contains(&gateways),
+            "{gateways} is not a name of the dev certificate"
+        );
+    }
+
+    /// The bot sends to its node's agent by a name the agent's certificate carries, trusting the
+    /// CA the agent trusts, with the token the collectors take, referred to, never written in.
+    #[test]
+    fn the_bot_exports_to_its_nodes_agent_over_tls_with_the_token() {
+        let objects = base_objects();
+        let job = workload(&objects, "Job", "invbot");
+        let bot = container(job, "invbot");
+        let agent = workload(&objects, "DaemonSet", "otel-agent");
+        let collector = container(agent, "otel-collector");
+
+        let endpoint = env_value(job, "invbot", "OTEL_EXPORTER_OTLP_ENDPOINT");
+        let host_port = endpoint
+            .strip_prefix("https://")
+            .unwrap_or_else(|| panic!("{endpoint} is not https"));
+        let (host, port) = host_port.split_once(':').expect("host:port");
+        assert!(
+            crate::certs::server_names().iter().any(|n| n == host),
+            "{host} is not a name of the dev certificate"
+        );
+        let service = workload(&objects, "Service", host.split('.').next().expect("a name"));
+        assert_eq!(service["spec"]["internalTrafficPolicy"], "Local");
+        assert!(selects(
+            &service["spec"]["selector"],
+            &agent["spec"]["template"]["metadata"]["labels"]
+        ));
+        assert!(service_ports(&objects, "otel-agent").contains(&port.parse().expect("a port")));
+
+        let ca = env_value(job, "invbot", "OTEL_EXPORTER_OTLP_CERTIFICATE");
+        let agent_ca = env_value(agent, "otel-collector", "INV_TLS_CA_FILE");
+        assert!(
+            secret_file(job, bot, &ca).is_some(),
+            "{ca} is not from a Secret"
+        );
+        assert_eq!(
+            secret_file(job, bot, &ca),
+            secret_file(agent, collector, &agent_ca)
+        );
+
+        assert_eq!(
+            env_value(job, "invbot", "OTEL_EXPORTER_OTLP_HEADERS"),
+            "Authorization=Bearer%20$(INV_OTLP_TOKEN)"
+        );
+        assert!(secret_env(bot, "INV_OTLP_TOKEN").is_some());
+        assert_eq!(
+            secret_env(bot, "INV_OTLP_TOKEN"),
+            secret_env(collector, "INV_OTLP_TOKEN")
+        );
+        let order: Vec<&str> = bot["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .filter_map(|v| v["name"].as_str())
+            .collect();
+        let at = |n: &str| order.iter().position(|v| *v == n);
+        assert!(
+            at("INV_OTLP_TOKEN") < at("OTEL_EXPORTER_OTLP_HEADERS"),
+            "Kubernetes expands $(INV_OTLP_TOKEN) only from a variable defined before: {order:?}"
+        );
     }
 
     /// The port after the last `:` of an endpoint string.
@@ -1297,7 +1821,12 @@ mod tests {
         c["resources"]["limits"] = Value::Null;
         c["readinessProbe"] = Value::Null;
         c["securityContext"]["readOnlyRootFilesystem"] = json!(false);
-        c["env"] = json!([{ "name": "ADMIN_PASSWORD", "value": "admin" }]);
+        c["env"] = json!([
+            { "name": "ADMIN_PASSWORD", "value": "admin" },
+            { "name": "LITERAL_HEADERS", "value": "Authorization=Bearer%20abc" },
+            { "name": "EARLY_HEADERS", "value": "Authorization=Bearer%20$(LATE_TOKEN)" },
+            { "name": "LATE_TOKEN", "valueFrom": { "secretKeyRef": { "name": "s", "key": "k" } } },
+        ]);
         objects.retain(|o| o["metadata"]["name"] != "default-deny");
         let policy = objects
             .iter_mut()
@@ -1311,22 +1840,21 @@ mod tests {
             .find(|o| o["kind"] == "Service" && o["metadata"]["name"] == "victorialogs")
             .expect("VictoriaLogs' Service");
         service["spec"]["ports"][0]["targetPort"] = json!("htp");
-        let problems = lint(&objects, false);
-        for needle in [
-            "peer {\"app.kubernetes.io/component\":\"gateway\",\"app.kubernetes.io/name\":\"otel-colector\"} matches no pod",
-            "admits port 4317",
-            "targets \"htp\"",
-            "resources.limits.cpu",
-            "no readinessProbe",
-            "readOnlyRootFilesystem",
-            "ADMIN_PASSWORD",
-            "default-deny",
-        ] {
-            assert!(
-                problems.iter().any(|p| p.contains(needle)),
-                "{needle}: {problems:#?}"
-            );
-        }
+        assert_finds(
+            &lint(&objects, false),
+            &[
+                "peer {\"app.kubernetes.io/component\":\"gateway\",\"app.kubernetes.io/name\":\"otel-colector\"} matches no pod",
+                "admits port 4317",
+                "targets \"htp\"",
+                "resources.limits.cpu",
+                "no readinessProbe",
+                "readOnlyRootFilesystem",
+                "ADMIN_PASSWORD",
+                "LITERAL_HEADERS holds a bearer token",
+                "EARLY_HEADERS holds a bearer token",
+                "default-deny",
+            ],
+        );
     }
 
     #[test]

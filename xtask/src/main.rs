@@ -5,6 +5,7 @@ mod alerts_e2e;
 mod auth_check;
 mod bot;
 mod browser;
+mod certs;
 mod e2e;
 mod fault_check;
 mod gateway_e2e;
@@ -97,8 +98,17 @@ const TASKS: &[Task] = &[
         name: "k8s-check",
         about: "render deploy/kubernetes's overlays (single-node, fleet) with kustomize and \
                 validate every object against the Kubernetes schemas, strictly \
-                (kubernetes-validate); tools installed once into the stack's cache",
+                (kubernetes-validate), and each collector's configs with otelcol validate; tools \
+                installed once into the stack's cache",
         action: Action::Run(|root| kubernetes::check(&stack::Ctx::new(root)?)),
+    },
+    Task {
+        name: "dev-certs",
+        about: "dev-certs [DIR]: a CA (ca.crt) and a server certificate and key (tls.crt, \
+                tls.key) for localhost, compose's otel-collector and the Kubernetes collectors' \
+                Services, into DIR (default .stack/certs), for compose's and Kubernetes' \
+                collectors (otel-collector/auth.yaml)",
+        action: Action::RunWith(certs::dev_certs),
     },
     Task {
         name: "compose-check",

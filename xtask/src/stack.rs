@@ -484,13 +484,23 @@ fn compose_tool(ctx: &Ctx) -> Result<Backend> {
     })
 }
 
+/// What compose refuses to run without (no default credentials), with the value the check
+/// gives each: Grafana's admin password, the collector's token and the directory of its
+/// certificate (only interpolated by `config`, never read).
+const COMPOSE_REQUIRED: [(&str, &str); 3] = [
+    ("GF_SECURITY_ADMIN_PASSWORD", "compose-check"),
+    ("INV_OTLP_TOKEN", "compose-check"),
+    ("INV_TLS_DIR", "/compose-check/certs"),
+];
+
 /// Validates the compose file, alone and with the Loki option, with a real compose
-/// implementation, and checks that it refuses to run without an admin password for Grafana (no
-/// default credentials) and the Loki override without its profile.
+/// implementation, and checks that it refuses to run without each of [`COMPOSE_REQUIRED`] and
+/// the Loki override without its profile.
 pub(crate) fn compose_check(ctx: &Ctx) -> Result<()> {
     let tool = compose_tool(ctx)?;
     let compose = ctx.root.join("compose");
-    let config = |files: &[&str], profile: Option<&str>, password: Option<&str>| {
+    // `config` of `files`, with every required variable set but `unset`.
+    let config = |files: &[&str], profile: Option<&str>, unset: Option<&str>| {
         let mut cmd = Command::new(&tool.binary);
         for file in files {
             cmd.arg("-f").arg(compose.join(file));
@@ -499,10 +509,13 @@ pub(crate) fn compose_check(ctx: &Ctx) -> Result<()> {
             cmd.args(["--profile", profile]);
         }
         cmd.args(["config", "--quiet"]);
-        match password {
-            Some(p) => cmd.env("GF_SECURITY_ADMIN_PASSWORD", p),
-            None => cmd.env_remove("GF_SECURITY_ADMIN_PASSWORD"),
-        };
+        for (var, value) in COMPOSE_REQUIRED {
+            if Some(var) == unset {
+                cmd.env_remove(var);
+            } else {
+                cmd.env(var, value);
+            }
+        }
         cmd.env_remove("COMPOSE_FILE")
             .env_remove("COMPOSE_PROFILES");
         cmd.output()
@@ -511,7 +524,7 @@ pub(crate) fn compose_check(ctx: &Ctx) -> Result<()> {
     const DEFAULT: &[&str] = &["docker-compose.yml"];
     const LOKI: &[&str] = &["docker-compose.yml", "loki.yml"];
     for (files, profile) in [(DEFAULT, None), (LOKI, Some("loki"))] {
-        let out = config(files, profile, Some("compose-check"))?;
+        let out = config(files, profile, None)?;
         if !out.status.success() {
             bail!(
                 "compose/{} is not a valid compose setup:\n{}",
@@ -519,21 +532,25 @@ pub(crate) fn compose_check(ctx: &Ctx) -> Result<()> {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let out = config(files, profile, None)?;
-        let err = String::from_utf8_lossy(&out.stderr);
-        if out.status.success() || !err.contains("GF_SECURITY_ADMIN_PASSWORD") {
-            bail!(
-                "compose/{} must refuse to run without GF_SECURITY_ADMIN_PASSWORD (no default credentials); it said: {err}",
-                files.join(" + compose/")
-            );
+        for (var, _) in COMPOSE_REQUIRED {
+            let out = config(files, profile, Some(var))?;
+            let err = String::from_utf8_lossy(&out.stderr);
+            if out.status.success() || !err.contains(var) {
+                bail!(
+                    "compose/{} must refuse to run without {var} (no default credentials); it said: {err}",
+                    files.join(" + compose/")
+                );
+            }
         }
     }
     // The Loki override without its profile would point the collector at a Loki that never runs.
-    if config(LOKI, None, Some("compose-check"))?.status.success() {
+    if config(LOKI, None, None)?.status.success() {
         bail!("compose/loki.yml without --profile loki must be refused");
     }
+    let required: Vec<&str> = COMPOSE_REQUIRED.iter().map(|(var, _)| *var).collect();
     eprintln!(
-        "xtask: compose files valid (docker-compose config: default and the loki option), refused without a Grafana password, and the loki override refused without its profile"
+        "xtask: compose files valid (docker-compose config: default and the loki option), refused without any of {}, and the loki override refused without its profile",
+        required.join(", ")
     );
     Ok(())
 }
@@ -543,38 +560,62 @@ pub(crate) fn install(ctx: &Ctx) -> Result<()> {
     all.push(compose_tool(ctx)?);
     all.push(chromium());
     for b in all {
-        if b.binary.exists() {
-            eprintln!("xtask: {} is installed: {}", b.name, b.binary.display());
-            continue;
-        }
-        let started = Instant::now();
-        match &b.install {
-            Install::Apt { package } => install_apt(package, &b.binary)?,
-            Install::Collector { version } => build_collector(ctx, &b, version)?,
-            Install::GoModule {
-                dir,
-                package,
-                tags,
-                ldflags,
-            } => build_go_module(ctx, &b, dir, package, tags, ldflags)?,
-            Install::GoGet {
-                package,
-                version,
-                ldflags,
-            } => go_install(ctx, &b, package, version, ldflags)?,
-        }
-        if !b.binary.exists() {
-            bail!(
-                "installing {} did not produce {}",
-                b.name,
-                b.binary.display()
-            );
-        }
-        if !matches!(b.install, Install::Apt { .. }) {
-            check_licences(&b.binary)?;
-        }
-        eprintln!("xtask: {} installed in {:.0?}", b.name, started.elapsed());
+        install_one(ctx, &b)?;
     }
+    Ok(())
+}
+
+/// The collector binary of [`collector_binary`], built first if the cache lacks it: for the
+/// checks that validate configs with it.
+pub(crate) fn installed_collector(ctx: &Ctx) -> Result<PathBuf> {
+    let version = ctx.version("OTELCOL_VERSION")?;
+    let collector = Backend {
+        name: "otel-collector",
+        binary: collector_binary(ctx, version)?,
+        args: Vec::new(),
+        env: Vec::new(),
+        health: String::new(),
+        shown: String::new(),
+        install: Install::Collector {
+            version: version.to_owned(),
+        },
+    };
+    install_one(ctx, &collector)?;
+    Ok(collector.binary)
+}
+
+fn install_one(ctx: &Ctx, b: &Backend) -> Result<()> {
+    if b.binary.exists() {
+        eprintln!("xtask: {} is installed: {}", b.name, b.binary.display());
+        return Ok(());
+    }
+    let started = Instant::now();
+    match &b.install {
+        Install::Apt { package } => install_apt(package, &b.binary)?,
+        Install::Collector { version } => build_collector(ctx, b, version)?,
+        Install::GoModule {
+            dir,
+            package,
+            tags,
+            ldflags,
+        } => build_go_module(ctx, b, dir, package, tags, ldflags)?,
+        Install::GoGet {
+            package,
+            version,
+            ldflags,
+        } => go_install(ctx, b, package, version, ldflags)?,
+    }
+    if !b.binary.exists() {
+        bail!(
+            "installing {} did not produce {}",
+            b.name,
+            b.binary.display()
+        );
+    }
+    if !matches!(b.install, Install::Apt { .. }) {
+        check_licences(&b.binary)?;
+    }
+    eprintln!("xtask: {} installed in {:.0?}", b.name, started.elapsed());
     Ok(())
 }
 

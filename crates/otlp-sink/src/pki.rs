@@ -1,9 +1,9 @@
-//! Certificates made at test time: a CA, a server certificate for 127.0.0.1 and localhost, and
-//! client certificates for mutual TLS, all signed by it.
+//! Certificates made at test time: a CA, server certificates (for 127.0.0.1 and localhost, or
+//! the names a deployment uses), and client certificates for mutual TLS, all signed by it.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
 };
 
 /// A PEM certificate (chain) and its PEM private key.
@@ -43,10 +43,12 @@ impl TestCa {
 
     /// A server certificate for `127.0.0.1` and `localhost`.
     pub fn server(&self) -> CertAndKey {
-        self.leaf(
-            &["127.0.0.1", "localhost"],
-            ExtendedKeyUsagePurpose::ServerAuth,
-        )
+        self.server_for(&["127.0.0.1", "localhost"])
+    }
+
+    /// A server certificate for `names`: DNS names, or IP addresses (a name that parses as one).
+    pub fn server_for(&self, names: &[&str]) -> CertAndKey {
+        self.leaf(names, ExtendedKeyUsagePurpose::ServerAuth)
     }
 
     /// A client certificate (for mutual TLS) named `name`.
@@ -56,7 +58,14 @@ impl TestCa {
 
     fn leaf(&self, names: &[&str], usage: ExtendedKeyUsagePurpose) -> CertAndKey {
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-        let mut params = CertificateParams::new(names).expect("certificate parameters");
+        let mut params = CertificateParams::new(names.clone()).expect("certificate parameters");
+        // Named after its first name rather than rcgen's placeholder, for whoever reads it.
+        params.distinguished_name = DistinguishedName::new();
+        if let Some(first) = names.first() {
+            params
+                .distinguished_name
+                .push(DnType::CommonName, first.as_str());
+        }
         params.extended_key_usages = vec![usage];
         let key = KeyPair::generate().expect("a key");
         let cert = params
