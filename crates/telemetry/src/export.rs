@@ -10,14 +10,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use opentelemetry::{Array, InstrumentationScope, StringValue, Value};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
-use opentelemetry_sdk::logs::{LogBatch, LogExporter, LogProcessor, SdkLogRecord};
+use opentelemetry_sdk::logs::{LogBatch, LogExporter};
 use opentelemetry_sdk::metrics::Temporality;
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
-use opentelemetry_sdk::trace::{SpanData, SpanExporter, SpanProcessor};
+use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use tracing::dispatcher::WeakDispatch;
 
 use crate::{ExporterKind, InitError, ShutdownReport, SignalExport};
@@ -40,7 +39,7 @@ pub(crate) enum Signal {
 }
 
 impl Signal {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Traces => "traces",
             Self::Logs => "logs",
@@ -69,20 +68,6 @@ pub(crate) fn watched<E>(
     Ok(Watched::new(exporter, signal, endpoint, health))
 }
 
-/// A batch processor's config from [`crate::BatchSettings`]: spans and logs each have a config
-/// builder of their own, alike but with no trait in common.
-macro_rules! batch_config {
-    ($builder:ty, $settings:expr) => {{
-        let b: $crate::BatchSettings = $settings;
-        <$builder>::default()
-            .with_max_queue_size(b.max_queue_size)
-            .with_max_export_batch_size(b.max_export_batch_size)
-            .with_scheduled_delay(b.scheduled_delay)
-            .build()
-    }};
-}
-pub(crate) use batch_config;
-
 /// One signal's counts: items its pipeline took in, items the collector accepted, and export
 /// calls that succeeded or failed.
 #[derive(Debug, Default)]
@@ -105,6 +90,7 @@ impl Tally {
 #[derive(Debug, Default)]
 pub(crate) struct ExportHealth {
     warned: AtomicBool,
+    queue_full_warned: AtomicBool,
     failed_at: Mutex<HashMap<String, Instant>>,
     /// Endpoints that refused our credentials, each said once.
     auth_refused: Mutex<BTreeSet<String>>,
@@ -136,6 +122,32 @@ impl ExportHealth {
             Some(dispatch) => tracing::dispatcher::with_default(&dispatch, warning),
             None => warning(),
         }
+    }
+
+    /// `n` items entered `signal`'s queue (or were refused by it, see [`Self::queue_full`]).
+    pub(crate) fn taken(&self, signal: Signal, n: u64) {
+        self.tally(signal).taken.fetch_add(n, Relaxed);
+    }
+
+    /// A batch did not fit into `signal`'s queue and was dropped (counted as taken, never
+    /// delivered); the first time, says so.
+    pub(crate) fn queue_full(&self, signal: Signal, max: usize) {
+        if !self.queue_full_warned.swap(true, Relaxed) {
+            self.warn_once(
+                signal,
+                &format!(
+                    "the export queue is full ({max} items): telemetry is produced faster than \
+                     it is exported, and what does not fit is dropped and counted"
+                ),
+            );
+        }
+    }
+
+    /// A warning about `signal`'s pipeline that is not an export's outcome.
+    pub(crate) fn warn_once(&self, signal: Signal, problem: &str) {
+        self.warn(|| {
+            tracing::warn!(target: EXPORT_TARGET, signal = signal.name(), "{problem}");
+        });
     }
 
     /// Failed metric exports so far (shutdown tells its own failure from the export's by it).
@@ -209,7 +221,7 @@ impl ExportHealth {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -321,82 +333,4 @@ impl<E: PushMetricExporter> PushMetricExporter for Watched<E> {
     }
 
     delegate!(force_flush, shutdown_with_timeout, temporality);
-}
-
-/// A processor that counts what enters the pipeline before handing it on; for spans it also
-/// cuts string attribute values to the configured length (the SDK has no such limit).
-#[derive(Debug)]
-pub(crate) struct Counted<P> {
-    inner: P,
-    health: Arc<ExportHealth>,
-    value_length_limit: Option<usize>,
-}
-
-impl<P> Counted<P> {
-    pub(crate) fn new(inner: P, health: &Arc<ExportHealth>) -> Self {
-        Self {
-            inner,
-            health: health.clone(),
-            value_length_limit: None,
-        }
-    }
-
-    /// Span processors: cut string attribute values (span and event attributes) to `limit`
-    /// characters.
-    pub(crate) fn with_value_length_limit(mut self, limit: Option<usize>) -> Self {
-        self.value_length_limit = limit;
-        self
-    }
-
-    fn count(&self, signal: Signal) {
-        self.health.tally(signal).taken.fetch_add(1, Relaxed);
-    }
-}
-
-/// Cuts a string value (or each string of an array) to `limit` characters.
-fn truncate(value: &mut Value, limit: usize) {
-    let cut = |s: &mut StringValue| {
-        if let Some((at, _)) = s.as_str().char_indices().nth(limit) {
-            *s = StringValue::from(s.as_str()[..at].to_owned());
-        }
-    };
-    match value {
-        Value::String(s) => cut(s),
-        Value::Array(Array::String(items)) => items.iter_mut().for_each(cut),
-        _ => {}
-    }
-}
-
-impl<P: SpanProcessor> SpanProcessor for Counted<P> {
-    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, cx: &opentelemetry::Context) {
-        self.inner.on_start(span, cx);
-    }
-
-    fn on_end(&self, mut span: SpanData) {
-        if span.span_context.is_sampled() {
-            self.count(Signal::Traces);
-        }
-        if let Some(limit) = self.value_length_limit {
-            let events = span
-                .events
-                .events
-                .iter_mut()
-                .flat_map(|e| &mut e.attributes);
-            for kv in span.attributes.iter_mut().chain(events) {
-                truncate(&mut kv.value, limit);
-            }
-        }
-        self.inner.on_end(span);
-    }
-
-    delegate!(force_flush, shutdown_with_timeout, set_resource);
-}
-
-impl<P: LogProcessor> LogProcessor for Counted<P> {
-    fn emit(&self, data: &mut SdkLogRecord, instrumentation: &InstrumentationScope) {
-        self.count(Signal::Logs);
-        self.inner.emit(data, instrumentation);
-    }
-
-    delegate!(force_flush, shutdown_with_timeout, set_resource);
 }

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::path::Path;
 
-use opentelemetry::trace::TraceContextExt;
+use crate::hotpath::layer::SpanState;
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
@@ -95,12 +95,10 @@ where
         );
         if let Some(span) = ctx.lookup_current() {
             line.insert("span".into(), span.name().into());
-        }
-        let cx = opentelemetry::Context::current();
-        let span_cx = cx.span().span_context().clone();
-        if span_cx.is_valid() {
-            line.insert("trace_id".into(), span_cx.trace_id().to_string().into());
-            line.insert("span_id".into(), span_cx.span_id().to_string().into());
+            if let Some(state) = span.extensions().get::<SpanState>() {
+                line.insert("trace_id".into(), state.cx.trace_id().to_string().into());
+                line.insert("span_id".into(), state.cx.span_id().to_string().into());
+            }
         }
         line.insert("fields".into(), Value::Object(fields.0));
 

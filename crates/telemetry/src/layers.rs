@@ -3,16 +3,13 @@
 
 use std::io::IsTerminal;
 
-use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge;
-use opentelemetry_sdk::logs::SdkLoggerProvider;
-use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::Level;
 use tracing_appender::non_blocking::WorkerGuard;
-use tracing_subscriber::filter::{EnvFilter, FilterExt, filter_fn};
+use tracing_subscriber::filter::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::{Layer, Registry};
 
+use crate::hotpath::layer::HotLayer;
 use crate::{EXPORT_TARGET, InitError, LogsConfig, jsonlog};
 
 /// Export traffic and the SDK's own diagnostics must never feed back into the OTel pipeline
@@ -22,38 +19,17 @@ const OTEL_LAYER_EXCLUSIONS: &str =
 
 type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
 
-/// The subscriber, not installed, and the JSON file's guard. `scope` names the tracer.
+/// The subscriber, not installed, and the JSON file's guard; `otel` is None when the SDK is
+/// disabled.
 pub(crate) fn build(
     c: &LogsConfig,
-    tracer: Option<&SdkTracerProvider>,
-    logger: Option<&SdkLoggerProvider>,
-    scope: &str,
+    otel: Option<HotLayer>,
 ) -> Result<(tracing::Dispatch, Option<WorkerGuard>), InitError> {
     let log_filter = |extra: &str| filter(&c.filter, extra);
     let otel_exclusions = format!("{OTEL_LAYER_EXCLUSIONS},{EXPORT_TARGET}=off");
     let mut layers: Vec<BoxedLayer> = Vec::new();
-    if let Some(tp) = tracer {
-        // Events become OTel log records through the bridge below; only ERROR events are
-        // also kept on the span, where they set its status. Location, thread and timing
-        // attributes are off: they cost allocations on every span and Jaeger shows timing.
-        let spans_and_errors = filter_fn(|m| m.is_span() || *m.level() == Level::ERROR);
-        layers.push(
-            tracing_opentelemetry::layer()
-                .with_tracer(tp.tracer(scope.to_owned()))
-                .with_location(false)
-                .with_threads(false)
-                .with_target(false)
-                .with_tracked_inactivity(false)
-                .with_filter(log_filter(&otel_exclusions)?.and(spans_and_errors))
-                .boxed(),
-        );
-    }
-    if let Some(lp) = logger {
-        layers.push(
-            OpenTelemetryTracingBridge::new(lp)
-                .with_filter(log_filter(&otel_exclusions)?)
-                .boxed(),
-        );
+    if let Some(layer) = otel {
+        layers.push(layer.with_filter(log_filter(&otel_exclusions)?).boxed());
     }
     let file_guard = match &c.file {
         Some(file) => {

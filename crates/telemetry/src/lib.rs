@@ -23,6 +23,7 @@
 mod cli;
 mod config;
 mod export;
+mod hotpath;
 mod jsonlog;
 mod layers;
 mod logs;
@@ -129,7 +130,7 @@ impl Telemetry {
         self
     }
 
-    /// Installs the subscriber globally, plus the global meter and tracer providers and the
+    /// Installs the subscriber globally, plus the global meter provider and the
     /// propagators of OTEL_PROPAGATORS (which [`inject_context`] and
     /// [`set_parent_from_headers`] use).
     pub fn init(self) -> Result<TelemetryGuard, InitError> {
@@ -139,9 +140,6 @@ impl Telemetry {
         if let Some(p) = &guard.providers.meter {
             opentelemetry::global::set_meter_provider(p.clone());
         }
-        if let Some(p) = &guard.providers.tracer {
-            opentelemetry::global::set_tracer_provider(p.clone());
-        }
         opentelemetry::global::set_text_map_propagator(propagator);
         Ok(guard)
     }
@@ -150,19 +148,24 @@ impl Telemetry {
     /// `tracing::dispatcher::with_default` and meters from [`TelemetryGuard::meter`].
     pub fn build(self) -> Result<(tracing::Dispatch, TelemetryGuard), InitError> {
         // The exporters and the endpoint run on the caller's runtime.
-        tokio::runtime::Handle::try_current().map_err(|_| InitError::NoRuntime)?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| InitError::NoRuntime)?;
         let c = &self.config;
         let health = Arc::new(ExportHealth::default());
         let providers = if c.export.sdk_disabled {
             Providers::default()
         } else {
-            Providers::build(c, &health)?
+            Providers::build(c, &health, &runtime)?
         };
         let (dispatch, file_guard) = layers::build(
             &c.logs,
-            providers.tracer.as_ref(),
-            providers.logger.as_ref(),
-            &c.resource.service_name,
+            (!c.export.sdk_disabled).then(|| {
+                hotpath::layer::HotLayer::new(
+                    providers.spans.clone(),
+                    providers.logs.clone(),
+                    traces::sampler(c.export.sampler),
+                    c.export.span_limits,
+                )
+            }),
         )?;
         health.warn_to(&dispatch);
         let sampler = providers.meter.as_ref().and_then(|mp| {

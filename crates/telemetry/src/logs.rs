@@ -1,53 +1,109 @@
-//! Logs: the configured log exporter (OTLP over gRPC or HTTP, the console, or none) behind a
-//! batch processor; `tracing` events reach it through the appender bridge (see layers.rs).
+//! Logs: the configured log exporter (OTLP over gRPC or HTTP, the console, or none) behind the
+//! hot path's queue; `tracing` events reach it through the hot path's layer.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use opentelemetry_otlp::LogExporter;
+use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _};
+use opentelemetry::{InstrumentationScope, Key};
+use opentelemetry_otlp::LogExporter as OtlpLogExporter;
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::logs::{
-    BatchConfigBuilder, BatchLogProcessor, LoggerProviderBuilder, SdkLoggerProvider,
-};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::logs::{LogBatch, LogExporter, SdkLogRecord, SdkLogger, SdkLoggerProvider};
 
-use crate::export::{Counted, ExportHealth, Signal, batch_config, watched};
+use crate::export::{ExportHealth, Signal, watched};
+use crate::hotpath::layer::{LogItem, Plain, severity};
+use crate::hotpath::queue::{Queue, Sink};
 use crate::transport::otlp_exporter;
 use crate::{ExportConfig, ExporterKind, InitError};
 
-/// None for `OTEL_LOGS_EXPORTER=none`: no appender bridge at all.
+/// The log records' queue; None for `OTEL_LOGS_EXPORTER=none`.
 pub(crate) fn init_logs(
     c: &ExportConfig,
-    resource: Resource,
+    resource: &Resource,
     health: &Arc<ExportHealth>,
-) -> Result<Option<SdkLoggerProvider>, InitError> {
-    let builder = SdkLoggerProvider::builder().with_resource(resource);
+    runtime: &tokio::runtime::Handle,
+) -> Result<Option<Arc<Queue<LogItem>>>, InitError> {
     let s = &c.logs;
-    let builder = match s.exporter {
+    Ok(match s.exporter {
         ExporterKind::Otlp => {
-            let exporter = watched(Signal::Logs, otlp_exporter!(LogExporter, s), s, health)?;
-            with_exporter(builder, exporter, c, health)
+            let exporter = watched(Signal::Logs, otlp_exporter!(OtlpLogExporter, s), s, health)?;
+            Some(queue(exporter, c, resource, health, runtime))
         }
         ExporterKind::Console => {
             let console = Ok(opentelemetry_stdout::LogExporter::default());
-            with_exporter(
-                builder,
-                watched(Signal::Logs, console, s, health)?,
-                c,
-                health,
-            )
+            let exporter = watched(Signal::Logs, console, s, health)?;
+            Some(queue(exporter, c, resource, health, runtime))
         }
-        ExporterKind::None => return Ok(None),
-    };
-    Ok(Some(builder.build()))
+        ExporterKind::None => None,
+    })
 }
 
-fn with_exporter(
-    builder: LoggerProviderBuilder,
-    exporter: impl opentelemetry_sdk::logs::LogExporter + 'static,
+fn queue(
+    mut exporter: impl LogExporter + 'static,
     c: &ExportConfig,
+    resource: &Resource,
     health: &Arc<ExportHealth>,
-) -> LoggerProviderBuilder {
-    let processor = BatchLogProcessor::builder(exporter)
-        .with_batch_config(batch_config!(BatchConfigBuilder, c.log_batch))
-        .build();
-    builder.with_log_processor(Counted::new(processor, health))
+    runtime: &tokio::runtime::Handle,
+) -> Arc<Queue<LogItem>> {
+    exporter.set_resource(resource);
+    // The appender bridge's scope: no name.
+    let scope = InstrumentationScope::builder("").build();
+    let sink = Logs {
+        exporter,
+        // Only for its records: the SDK makes them through a logger alone.
+        logger: SdkLoggerProvider::builder()
+            .build()
+            .logger_with_scope(scope.clone()),
+        scope,
+    };
+    Queue::start(Signal::Logs, c.log_batch, sink, runtime.clone(), health)
+}
+
+/// The export thread's end of the log records' queue.
+struct Logs<E> {
+    exporter: E,
+    logger: SdkLogger,
+    scope: InstrumentationScope,
+}
+
+impl<E: LogExporter + 'static> Sink<LogItem> for Logs<E> {
+    fn export(&mut self, batch: &mut Vec<LogItem>) -> impl Future<Output = OTelSdkResult> {
+        let records: Vec<SdkLogRecord> = batch.drain(..).map(|i| self.record(i)).collect();
+        async move {
+            let pairs: Vec<_> = records.iter().map(|r| (r, &self.scope)).collect();
+            self.exporter.export(LogBatch::new(&pairs)).await
+        }
+    }
+
+    fn shutdown(&mut self, timeout: Duration) -> OTelSdkResult {
+        self.exporter.shutdown_with_timeout(timeout)
+    }
+}
+
+impl<E> Logs<E> {
+    fn record(&self, item: LogItem) -> SdkLogRecord {
+        let mut r = self.logger.create_log_record();
+        r.set_observed_timestamp(item.observed);
+        r.set_target(item.target);
+        r.set_event_name(item.name);
+        r.set_severity_number(severity(item.level));
+        r.set_severity_text(item.level.as_str());
+        if let Some(body) = item.body {
+            r.set_body(AnyValue::from(item.attrs.text(body).to_owned()));
+        }
+        r.add_attributes(item.attrs.iter().map(|(key, value)| {
+            let value = match value {
+                Plain::Str(s) => AnyValue::from(s.to_owned()),
+                Plain::I64(v) => AnyValue::Int(v),
+                Plain::F64(v) => AnyValue::Double(v),
+                Plain::Bool(v) => AnyValue::Boolean(v),
+            };
+            (Key::from_static_str(key), value)
+        }));
+        if let Some((trace_id, span_id, flags)) = item.trace {
+            r.set_trace_context(trace_id, span_id, Some(flags));
+        }
+        r
+    }
 }

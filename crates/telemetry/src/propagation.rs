@@ -10,7 +10,6 @@ use opentelemetry::propagation::{
     Extractor, Injector, TextMapCompositePropagator, TextMapPropagator,
 };
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::Propagator;
 
@@ -57,7 +56,11 @@ impl Extractor for HeaderExtractor<'_> {
 /// Writes the context of `span` into `headers` (nothing when telemetry is off or
 /// OTEL_PROPAGATORS is `none`).
 pub fn inject_context(span: &tracing::Span, headers: &mut HeaderMap) {
-    let cx = span.context();
+    use opentelemetry::trace::TraceContextExt;
+    let Some(sc) = crate::hotpath::span_context(span) else {
+        return;
+    };
+    let cx = opentelemetry::Context::current().with_remote_span_context(sc);
     opentelemetry::global::get_text_map_propagator(|p| {
         p.inject_context(&cx, &mut HeaderInjector(headers));
     });
@@ -67,17 +70,17 @@ pub fn inject_context(span: &tracing::Span, headers: &mut HeaderMap) {
 pub fn set_parent_from_headers(span: &tracing::Span, headers: &HeaderMap) {
     let cx =
         opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
-    if opentelemetry::trace::TraceContextExt::has_active_span(&cx) {
-        let _ = span.set_parent(cx);
+    use opentelemetry::trace::TraceContextExt;
+    let remote = cx.span().span_context().clone();
+    if remote.is_valid() {
+        crate::hotpath::set_remote_parent(span, remote);
     }
 }
 
 /// The trace id of `span` as 32 lowercase hex digits, when it is sampled (None when telemetry is
 /// off), for summaries and links.
 pub fn trace_id(span: &tracing::Span) -> Option<String> {
-    use opentelemetry::trace::TraceContextExt;
-    let cx = span.context();
-    let sc = cx.span().span_context().clone();
+    let sc = crate::hotpath::span_context(span)?;
     sc.is_sampled().then(|| sc.trace_id().to_string())
 }
 

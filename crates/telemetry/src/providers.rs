@@ -1,4 +1,4 @@
-//! The three OTel providers over one Resource: built together, shut down in order.
+//! The three signals' pipelines over one Resource: built together, shut down in order.
 
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::resource::TelemetryResourceDetector;
-use opentelemetry_sdk::trace::SdkTracerProvider;
 
 use crate::export::ExportHealth;
+use crate::hotpath::layer::{FinishedSpan, LogItem};
+use crate::hotpath::queue::Queue;
 use crate::logs::init_logs;
 use crate::metrics::init_metrics;
 use crate::traces::init_traces;
@@ -20,8 +20,8 @@ use crate::{Config, InitError, ResourceConfig};
 /// None of them when the SDK is disabled.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Providers {
-    pub(crate) tracer: Option<SdkTracerProvider>,
-    pub(crate) logger: Option<SdkLoggerProvider>,
+    pub(crate) spans: Option<Arc<Queue<FinishedSpan>>>,
+    pub(crate) logs: Option<Arc<Queue<LogItem>>>,
     pub(crate) meter: Option<SdkMeterProvider>,
     /// What `/metrics` serves, from the meter provider's second reader.
     pub(crate) registry: Option<prometheus::Registry>,
@@ -32,12 +32,17 @@ pub(crate) struct Providers {
 pub(crate) struct TimedOut;
 
 impl Providers {
-    pub(crate) fn build(c: &Config, health: &Arc<ExportHealth>) -> Result<Self, InitError> {
+    pub(crate) fn build(
+        c: &Config,
+        health: &Arc<ExportHealth>,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<Self, InitError> {
         let resource = resource(&c.resource);
         let (meter, registry) = init_metrics(&c.export, resource.clone(), health)?;
+        let scope = &c.resource.service_name;
         Ok(Self {
-            tracer: Some(init_traces(&c.export, resource.clone(), health)?),
-            logger: init_logs(&c.export, resource, health)?,
+            spans: init_traces(&c.export, &resource, scope, health, runtime)?,
+            logs: init_logs(&c.export, &resource, health, runtime)?,
             meter: Some(meter),
             registry: Some(registry),
         })
@@ -58,12 +63,12 @@ impl Providers {
                 let start = Instant::now();
                 let left = || deadline.saturating_sub(start.elapsed());
                 let mut errors = Vec::new();
-                if let Some(p) = self.tracer {
-                    p.shutdown_with_timeout(left())
+                if let Some(q) = self.spans {
+                    q.drain(true, left())
                         .unwrap_or_else(|e| errors.push(format!("traces: {e}")));
                 }
-                if let Some(p) = self.logger {
-                    p.shutdown_with_timeout(left())
+                if let Some(q) = self.logs {
+                    q.drain(true, left())
                         .unwrap_or_else(|e| errors.push(format!("logs: {e}")));
                 }
                 if let Some(p) = self.meter {

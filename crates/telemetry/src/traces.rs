@@ -1,68 +1,142 @@
-//! Traces: the configured span exporter (OTLP over gRPC or HTTP, the console, or none) behind a
-//! batch processor, the sampler and the span limits.
+//! Traces: the configured span exporter (OTLP over gRPC or HTTP, the console, or none) behind the
+//! hot path's queue, the sampler and the span limits.
 
+use std::borrow::Cow;
 use std::sync::Arc;
+use std::time::Duration;
 
-use opentelemetry_otlp::SpanExporter;
+use opentelemetry::{InstrumentationScope, Key, KeyValue, Value};
+use opentelemetry_otlp::SpanExporter as OtlpSpanExporter;
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, TracerProviderBuilder,
-};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{Sampler, SpanData, SpanEvents, SpanExporter, SpanLinks};
 
-use crate::export::{Counted, ExportHealth, Signal, batch_config, watched};
+use crate::export::{ExportHealth, Signal, watched};
+use crate::hotpath::layer::{FinishedSpan, Plain};
+use crate::hotpath::queue::{Queue, Sink};
 use crate::transport::otlp_exporter;
 use crate::{ExportConfig, ExporterKind, InitError, SamplerConfig};
 
+/// The spans' queue; None for `OTEL_TRACES_EXPORTER=none` (spans still get their ids, which the
+/// log records carry). `scope` names the tracer.
 pub(crate) fn init_traces(
     c: &ExportConfig,
-    resource: Resource,
+    resource: &Resource,
+    scope: &str,
     health: &Arc<ExportHealth>,
-) -> Result<SdkTracerProvider, InitError> {
-    let l = c.span_limits;
-    let builder = SdkTracerProvider::builder()
-        .with_sampler(sampler(c.sampler))
-        .with_max_attributes_per_span(l.attributes_per_span)
-        .with_max_events_per_span(l.events_per_span)
-        .with_max_links_per_span(l.links_per_span)
-        .with_max_attributes_per_event(l.attributes_per_event)
-        .with_max_attributes_per_link(l.attributes_per_link)
-        .with_resource(resource);
+    runtime: &tokio::runtime::Handle,
+) -> Result<Option<Arc<Queue<FinishedSpan>>>, InitError> {
     let s = &c.traces;
     Ok(match s.exporter {
         ExporterKind::Otlp => {
-            let exporter = watched(Signal::Traces, otlp_exporter!(SpanExporter, s), s, health)?;
-            with_exporter(builder, exporter, c, health)
+            let exporter = watched(
+                Signal::Traces,
+                otlp_exporter!(OtlpSpanExporter, s),
+                s,
+                health,
+            )?;
+            Some(queue(exporter, c, resource, scope, health, runtime))
         }
         ExporterKind::Console => {
             let console = Ok(opentelemetry_stdout::SpanExporter::default());
-            with_exporter(
-                builder,
-                watched(Signal::Traces, console, s, health)?,
-                c,
-                health,
-            )
+            let exporter = watched(Signal::Traces, console, s, health)?;
+            Some(queue(exporter, c, resource, scope, health, runtime))
         }
-        ExporterKind::None => builder,
-    }
-    .build())
+        ExporterKind::None => None,
+    })
 }
 
-fn with_exporter(
-    builder: TracerProviderBuilder,
-    exporter: impl opentelemetry_sdk::trace::SpanExporter + 'static,
+fn queue(
+    mut exporter: impl SpanExporter + 'static,
     c: &ExportConfig,
+    resource: &Resource,
+    scope: &str,
     health: &Arc<ExportHealth>,
-) -> TracerProviderBuilder {
-    let processor = BatchSpanProcessor::builder(exporter)
-        .with_batch_config(batch_config!(BatchConfigBuilder, c.span_batch))
-        .build();
-    builder.with_span_processor(
-        Counted::new(processor, health)
-            .with_value_length_limit(c.span_limits.attribute_value_length),
-    )
+    runtime: &tokio::runtime::Handle,
+) -> Arc<Queue<FinishedSpan>> {
+    exporter.set_resource(resource);
+    let sink = Spans {
+        exporter,
+        scope: InstrumentationScope::builder(scope.to_owned()).build(),
+        value_length_limit: c.span_limits.attribute_value_length,
+    };
+    Queue::start(Signal::Traces, c.span_batch, sink, runtime.clone(), health)
 }
 
-fn sampler(c: SamplerConfig) -> Sampler {
+/// The export thread's end of the spans' queue.
+struct Spans<E> {
+    exporter: E,
+    scope: InstrumentationScope,
+    value_length_limit: Option<usize>,
+}
+
+impl<E: SpanExporter + 'static> Sink<FinishedSpan> for Spans<E> {
+    fn export(&mut self, batch: &mut Vec<FinishedSpan>) -> impl Future<Output = OTelSdkResult> {
+        let spans = batch.drain(..).map(|s| self.span_data(s)).collect();
+        self.exporter.export(spans)
+    }
+
+    fn shutdown(&mut self, timeout: Duration) -> OTelSdkResult {
+        self.exporter.shutdown_with_timeout(timeout)
+    }
+}
+
+impl<E> Spans<E> {
+    fn span_data(&self, span: FinishedSpan) -> SpanData {
+        let limit = self.value_length_limit;
+        let name = Cow::Owned(span.name().to_owned());
+        let attributes = span
+            .recording
+            .attrs
+            .iter()
+            .map(|(key, value)| {
+                let value = match value {
+                    Plain::Str(s) => Value::String(cut(s, limit).to_owned().into()),
+                    Plain::I64(v) => Value::I64(v),
+                    Plain::F64(v) => Value::F64(v),
+                    Plain::Bool(v) => Value::Bool(v),
+                };
+                KeyValue::new(Key::from_static_str(key), value)
+            })
+            .collect();
+        let r = span.recording;
+        let mut events = SpanEvents::default();
+        events.events = r.events;
+        events.dropped_count = r.dropped_events;
+        if let Some(limit) = limit {
+            for kv in events.events.iter_mut().flat_map(|e| &mut e.attributes) {
+                if let Value::String(s) = &kv.value {
+                    kv.value = Value::String(cut(s.as_str(), Some(limit)).to_owned().into());
+                }
+            }
+        }
+        SpanData {
+            span_context: span.cx,
+            parent_span_id: span.parent,
+            parent_span_is_remote: span.parent_remote,
+            span_kind: r.kind,
+            name,
+            start_time: r.start,
+            end_time: span.end,
+            attributes,
+            dropped_attributes_count: r.attrs.dropped,
+            events,
+            links: SpanLinks::default(),
+            status: r.status,
+            instrumentation_scope: self.scope.clone(),
+        }
+    }
+}
+
+/// `s` cut to `limit` characters (OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT; the SDK has none).
+fn cut(s: &str, limit: Option<usize>) -> &str {
+    match limit.and_then(|l| s.char_indices().nth(l)) {
+        Some((at, _)) => &s[..at],
+        None => s,
+    }
+}
+
+pub(crate) fn sampler(c: SamplerConfig) -> Sampler {
     let parent_based = |root| Sampler::ParentBased(Box::new(root));
     match c {
         SamplerConfig::AlwaysOn => Sampler::AlwaysOn,

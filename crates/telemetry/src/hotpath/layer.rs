@@ -1,0 +1,640 @@
+//! The tracing layer: spans and events become OTel spans and log records, recorded into the
+//! signal queues with nothing but moves and the attribute values' copies on the caller's thread.
+//!
+//! It keeps the conventions of tracing-opentelemetry and the appender bridge, so the wire shows
+//! the same telemetry: `otel.name`, `otel.kind`, `otel.status_code` and
+//! `otel.status_description` fields set the span's name, kind and status; an ERROR event inside
+//! a span becomes a span event (name: the message; attributes: `level`, `target` and its fields)
+//! and sets the span's status to Error; every event becomes a log record (body: the message;
+//! target, event name, severity, its fields, and the trace context of the span it is in).
+//! Unlike tracing-opentelemetry it does nothing on enter and exit: the OTel context of a span is
+//! looked up in the registry when it is needed (a child span, a log record, propagation).
+
+use std::borrow::Cow;
+use std::fmt::{self, Write as _};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use opentelemetry::logs::Severity;
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState,
+};
+use opentelemetry::{Context, KeyValue, Value};
+use opentelemetry_sdk::trace::{
+    IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, ShouldSample,
+};
+use smallvec::SmallVec;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::Context as LayerContext;
+use tracing_subscriber::registry::{LookupSpan, SpanRef};
+
+use super::queue::Queue;
+use crate::SpanLimitsConfig;
+
+/// A span's identity, kept in the registry's extensions for as long as the span lives.
+#[derive(Debug)]
+pub(crate) struct SpanState {
+    pub(crate) cx: SpanContext,
+    parent: SpanId,
+    parent_remote: bool,
+    /// What is exported: present for sampled spans, and for roots (a remote parent set later
+    /// may still make them sampled).
+    recording: Option<Recording>,
+}
+
+/// A sampled span's data, from its start to its end.
+#[derive(Debug)]
+pub(crate) struct Recording {
+    pub(crate) name: Name,
+    pub(crate) kind: SpanKind,
+    pub(crate) start: SystemTime,
+    pub(crate) attrs: Attrs,
+    pub(crate) events: Vec<opentelemetry::trace::Event>,
+    pub(crate) dropped_events: u32,
+    pub(crate) status: Status,
+}
+
+/// A span's name: its callsite's, or the one `otel.name` gave it (in the span's text).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Name {
+    Static(&'static str),
+    Text(Span32),
+}
+
+/// A span that ended, as the export thread turns it into the SDK's `SpanData`.
+#[derive(Debug)]
+pub(crate) struct FinishedSpan {
+    pub(crate) cx: SpanContext,
+    pub(crate) parent: SpanId,
+    pub(crate) parent_remote: bool,
+    pub(crate) recording: Recording,
+    pub(crate) end: SystemTime,
+}
+
+impl FinishedSpan {
+    pub(crate) fn name(&self) -> &str {
+        match self.recording.name {
+            Name::Static(name) => name,
+            Name::Text(at) => self.recording.attrs.text(at),
+        }
+    }
+}
+
+/// An event, as the export thread turns it into the SDK's log record.
+#[derive(Debug)]
+pub(crate) struct LogItem {
+    pub(crate) observed: SystemTime,
+    pub(crate) level: Level,
+    pub(crate) target: &'static str,
+    pub(crate) name: &'static str,
+    pub(crate) body: Option<Span32>,
+    pub(crate) attrs: Attrs,
+    pub(crate) trace: Option<(TraceId, SpanId, TraceFlags)>,
+}
+
+/// Where a string is in an item's text.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Span32 {
+    start: u32,
+    end: u32,
+}
+
+/// An item's attributes and their strings, kept inline in the item: the caller allocates
+/// nothing for a typical item, and the export thread, which drops the item, frees nothing the
+/// caller's allocator arena would have to take back.
+#[derive(Debug, Default)]
+pub(crate) struct Attrs {
+    text: Text,
+    list: SmallVec<[(&'static str, Val); 6]>,
+    pub(crate) dropped: u32,
+}
+
+/// The strings of one item, UTF-8, one after the other.
+#[derive(Debug, Default)]
+struct Text(SmallVec<[u8; 64]>);
+
+impl fmt::Write for Text {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Val {
+    Str(Span32),
+    I64(i64),
+    F64(f64),
+    Bool(bool),
+}
+
+/// An attribute's value as the exporters take it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Plain<'a> {
+    Str(&'a str),
+    I64(i64),
+    F64(f64),
+    Bool(bool),
+}
+
+impl Attrs {
+    fn push_str(&mut self, s: &str) -> Span32 {
+        let start = self.text.0.len();
+        self.text.0.extend_from_slice(s.as_bytes());
+        self.span_from(start)
+    }
+
+    fn push_debug(&mut self, value: &dyn fmt::Debug) -> Span32 {
+        let start = self.text.0.len();
+        let _ = write!(self.text, "{value:?}");
+        self.span_from(start)
+    }
+
+    fn span_from(&self, start: usize) -> Span32 {
+        // An item's text past 4 GiB is not a case worth a wider index.
+        let at = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Span32 {
+            start: at(start),
+            end: at(self.text.0.len()),
+        }
+    }
+
+    pub(crate) fn text(&self, at: Span32) -> &str {
+        let bytes = self.text.0.get(at.start as usize..at.end as usize);
+        // Whole strings were written, so the bytes are UTF-8.
+        bytes
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Adds `key`, or with `replace` sets it again; past `max` attributes, counts it dropped.
+    fn set(&mut self, key: &'static str, val: Val, max: usize, replace: bool) {
+        if replace && let Some((_, v)) = self.list.iter_mut().find(|(k, _)| *k == key) {
+            *v = val;
+        } else if self.list.len() < max {
+            self.list.push((key, val));
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&'static str, Plain<'_>)> {
+        self.list.iter().map(|(key, val)| {
+            let plain = match *val {
+                Val::Str(at) => Plain::Str(self.text(at)),
+                Val::I64(v) => Plain::I64(v),
+                Val::F64(v) => Plain::F64(v),
+                Val::Bool(v) => Plain::Bool(v),
+            };
+            (*key, plain)
+        })
+    }
+}
+
+/// The layer; either queue may be absent (that signal's exporter is `none`).
+pub(crate) struct HotLayer {
+    spans: Option<Arc<Queue<FinishedSpan>>>,
+    logs: Option<Arc<Queue<LogItem>>>,
+    sampler: Sampler,
+    ids: RandomIdGenerator,
+    limits: SpanLimitsConfig,
+}
+
+impl HotLayer {
+    pub(crate) fn new(
+        spans: Option<Arc<Queue<FinishedSpan>>>,
+        logs: Option<Arc<Queue<LogItem>>>,
+        sampler: Sampler,
+        limits: SpanLimitsConfig,
+    ) -> Self {
+        Self {
+            spans,
+            logs,
+            sampler,
+            ids: RandomIdGenerator::default(),
+            limits,
+        }
+    }
+
+    fn sampled(&self, parent: Option<&Context>, trace_id: TraceId, rec: &Recording) -> bool {
+        let name = match rec.name {
+            Name::Static(name) => name,
+            Name::Text(at) => rec.attrs.text(at),
+        };
+        let result = self
+            .sampler
+            .should_sample(parent, trace_id, name, &rec.kind, &[], &[]);
+        result.decision == SamplingDecision::RecordAndSample
+    }
+
+    /// Makes the remote context `remote` the parent of the span in `state`, which has no local
+    /// parent: its trace, and the sampling decision again.
+    pub(crate) fn adopt(&self, state: &mut SpanState, remote: SpanContext) {
+        let Some(rec) = &state.recording else {
+            return; // not a root: it keeps its local parent
+        };
+        let trace_id = remote.trace_id();
+        let parent = Context::new().with_remote_span_context(remote.clone());
+        let flags = flags(self.sampled(Some(&parent), trace_id, rec));
+        state.parent = remote.span_id();
+        state.parent_remote = true;
+        state.cx = SpanContext::new(
+            trace_id,
+            state.cx.span_id(),
+            flags,
+            false,
+            remote.trace_state().clone(),
+        );
+    }
+}
+
+fn flags(sampled: bool) -> TraceFlags {
+    if sampled {
+        TraceFlags::SAMPLED
+    } else {
+        TraceFlags::default()
+    }
+}
+
+/// The span an event or a new span belongs to: its explicit parent, or the current one.
+fn parent_of<'a, S: Subscriber + for<'l> LookupSpan<'l>>(
+    explicit: Option<&Id>,
+    contextual: bool,
+    ctx: &'a LayerContext<'_, S>,
+) -> Option<SpanRef<'a, S>> {
+    match explicit {
+        Some(id) => ctx.span(id),
+        None if contextual => ctx.lookup_current(),
+        None => None,
+    }
+}
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for HotLayer {
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: LayerContext<'_, S>) {
+        let Some(span) = ctx.span(id) else {
+            return;
+        };
+        let parent = parent_of(attrs.parent(), attrs.is_contextual(), &ctx).and_then(|p| {
+            p.extensions().get::<SpanState>().map(|s| {
+                (
+                    s.cx.trace_id(),
+                    s.cx.span_id(),
+                    s.cx.trace_flags(),
+                    s.cx.trace_state().clone(),
+                )
+            })
+        });
+        let span_id = self.ids.new_span_id();
+        let new_recording = || Recording {
+            name: Name::Static(attrs.metadata().name()),
+            kind: SpanKind::Internal,
+            start: SystemTime::now(),
+            attrs: Attrs::default(),
+            events: Vec::new(),
+            dropped_events: 0,
+            status: Status::Unset,
+        };
+        let state = match parent {
+            // A child shares its parent's decision: every sampler here decides the same for
+            // the same trace (parent-based ones by the parent, ratio ones by the trace id).
+            Some((trace_id, parent_id, parent_flags, trace_state)) => {
+                let sampled = parent_flags.is_sampled();
+                let mut recording = sampled.then(new_recording);
+                if let Some(rec) = &mut recording {
+                    attrs.record(&mut SpanFields::new(rec, &self.limits));
+                }
+                SpanState {
+                    cx: SpanContext::new(trace_id, span_id, parent_flags, false, trace_state),
+                    parent: parent_id,
+                    parent_remote: false,
+                    recording,
+                }
+            }
+            None => {
+                let mut rec = new_recording();
+                attrs.record(&mut SpanFields::new(&mut rec, &self.limits));
+                let trace_id = self.ids.new_trace_id();
+                let sampled = self.sampled(None, trace_id, &rec);
+                SpanState {
+                    cx: SpanContext::new(
+                        trace_id,
+                        span_id,
+                        flags(sampled),
+                        false,
+                        TraceState::default(),
+                    ),
+                    parent: SpanId::INVALID,
+                    parent_remote: false,
+                    recording: Some(rec),
+                }
+            }
+        };
+        span.extensions_mut().insert(state);
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: LayerContext<'_, S>) {
+        let Some(span) = ctx.span(id) else {
+            return;
+        };
+        let mut ext = span.extensions_mut();
+        if let Some(rec) = ext
+            .get_mut::<SpanState>()
+            .and_then(|s| s.recording.as_mut())
+        {
+            let mut fields = SpanFields::new(rec, &self.limits);
+            fields.replace = true;
+            values.record(&mut fields);
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: LayerContext<'_, S>) {
+        let meta = event.metadata();
+        let span = parent_of(event.parent(), event.is_contextual(), &ctx);
+        if let Some(logs) = &self.logs {
+            let trace = span.as_ref().and_then(|s| {
+                s.extensions()
+                    .get::<SpanState>()
+                    .map(|st| (st.cx.trace_id(), st.cx.span_id(), st.cx.trace_flags()))
+            });
+            let mut item = LogItem {
+                observed: SystemTime::now(),
+                level: *meta.level(),
+                target: meta.target(),
+                name: meta.name(),
+                body: None,
+                attrs: Attrs::default(),
+                trace,
+            };
+            event.record(&mut LogFields(&mut item));
+            logs.push(item);
+        }
+        if *meta.level() == Level::ERROR
+            && let Some(span) = span
+        {
+            let mut ext = span.extensions_mut();
+            if let Some(rec) = ext
+                .get_mut::<SpanState>()
+                .and_then(|s| s.recording.as_mut())
+            {
+                if rec.status == Status::Unset {
+                    rec.status = Status::error("");
+                }
+                if rec.events.len() >= self.limits.events_per_span as usize {
+                    rec.dropped_events += 1;
+                    return;
+                }
+                let mut fields = EventFields {
+                    name: Cow::Borrowed(meta.name()),
+                    attributes: vec![
+                        KeyValue::new("level", meta.level().as_str()),
+                        KeyValue::new("target", meta.target()),
+                    ],
+                };
+                event.record(&mut fields);
+                let max = self.limits.attributes_per_event as usize;
+                let dropped = fields.attributes.len().saturating_sub(max) as u32;
+                fields.attributes.truncate(max);
+                rec.events.push(opentelemetry::trace::Event::new(
+                    fields.name,
+                    SystemTime::now(),
+                    fields.attributes,
+                    dropped,
+                ));
+            }
+        }
+    }
+
+    fn on_close(&self, id: Id, ctx: LayerContext<'_, S>) {
+        let (Some(spans), Some(span)) = (&self.spans, ctx.span(&id)) else {
+            return;
+        };
+        let Some(state) = span.extensions_mut().remove::<SpanState>() else {
+            return;
+        };
+        if let (true, Some(recording)) = (state.cx.is_sampled(), state.recording) {
+            spans.push(FinishedSpan {
+                cx: state.cx,
+                parent: state.parent,
+                parent_remote: state.parent_remote,
+                recording,
+                end: SystemTime::now(),
+            });
+        }
+    }
+}
+
+/// A span's fields: the `otel.*` ones set name, kind and status, the rest are attributes.
+struct SpanFields<'a> {
+    rec: &'a mut Recording,
+    max: usize,
+    /// Later values of a key replace earlier ones (`Span::record`).
+    replace: bool,
+}
+
+impl<'a> SpanFields<'a> {
+    fn new(rec: &'a mut Recording, limits: &SpanLimitsConfig) -> Self {
+        Self {
+            rec,
+            max: limits.attributes_per_span as usize,
+            replace: false,
+        }
+    }
+
+    fn attribute(&mut self, field: &Field, val: Val) {
+        self.rec
+            .attrs
+            .set(field.name(), val, self.max, self.replace);
+    }
+
+    /// A string field: one of the `otel.*` ones, applied, or an attribute.
+    fn string(&mut self, field: &Field, at: Span32) {
+        let attrs = &self.rec.attrs;
+        match field.name() {
+            "otel.name" => self.rec.name = Name::Text(at),
+            "otel.kind" => {
+                if let Some(kind) = span_kind(attrs.text(at)) {
+                    self.rec.kind = kind;
+                }
+            }
+            "otel.status_code" => self.rec.status = status(attrs.text(at)),
+            "otel.status_description" => {
+                self.rec.status = Status::error(attrs.text(at).to_owned());
+            }
+            _ => self.attribute(field, Val::Str(at)),
+        }
+    }
+}
+
+fn span_kind(s: &str) -> Option<SpanKind> {
+    [
+        ("server", SpanKind::Server),
+        ("client", SpanKind::Client),
+        ("producer", SpanKind::Producer),
+        ("consumer", SpanKind::Consumer),
+        ("internal", SpanKind::Internal),
+    ]
+    .into_iter()
+    .find_map(|(name, kind)| s.eq_ignore_ascii_case(name).then_some(kind))
+}
+
+fn status(s: &str) -> Status {
+    if s.eq_ignore_ascii_case("ok") {
+        Status::Ok
+    } else if s.eq_ignore_ascii_case("error") {
+        Status::error("")
+    } else {
+        Status::Unset
+    }
+}
+
+/// `value` as Debug prints it (the rare paths: error events on spans).
+fn debug_string(value: &dyn fmt::Debug) -> String {
+    let mut s = String::new();
+    let _ = write!(s, "{value:?}");
+    s
+}
+
+impl Visit for SpanFields<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        let at = self.rec.attrs.push_str(value);
+        self.string(field, at);
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let at = self.rec.attrs.push_debug(value);
+        self.string(field, at);
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.attribute(field, Val::I64(value));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        match i64::try_from(value) {
+            Ok(v) => self.attribute(field, Val::I64(v)),
+            Err(_) => self.record_debug(field, &value),
+        }
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.attribute(field, Val::F64(value));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.attribute(field, Val::Bool(value));
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.record_debug(field, &format_args!("{value}"));
+    }
+}
+
+/// An ERROR event's fields on its span: the message names the event.
+struct EventFields {
+    name: Cow<'static, str>,
+    attributes: Vec<KeyValue>,
+}
+
+impl EventFields {
+    fn push(&mut self, field: &Field, value: Value) {
+        self.attributes.push(KeyValue::new(field.name(), value));
+    }
+}
+
+impl Visit for EventFields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            "message" => self.name = Cow::Owned(value.to_owned()),
+            _ => self.push(field, Value::String(value.to_owned().into())),
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        match field.name() {
+            "message" => self.name = Cow::Owned(debug_string(value)),
+            _ => self.push(field, Value::String(debug_string(value).into())),
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.push(field, Value::I64(value));
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.push(field, Value::F64(value));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.push(field, Value::Bool(value));
+    }
+
+    fn record_error(&mut self, _: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.attributes
+            .push(KeyValue::new("exception.message", value.to_string()));
+    }
+}
+
+/// An event's fields in its log record, as the appender bridge maps them.
+struct LogFields<'a>(&'a mut LogItem);
+
+impl LogFields<'_> {
+    fn push(&mut self, key: &'static str, val: Val) {
+        self.0.attrs.set(key, val, usize::MAX, false);
+    }
+
+    fn string(&mut self, field: &Field, at: Span32) {
+        match field.name() {
+            "message" => self.0.body = Some(at),
+            name => self.push(name, Val::Str(at)),
+        }
+    }
+}
+
+impl Visit for LogFields<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        let at = self.0.attrs.push_str(value);
+        self.string(field, at);
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let at = self.0.attrs.push_debug(value);
+        self.string(field, at);
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.push(field.name(), Val::I64(value));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        match i64::try_from(value) {
+            Ok(v) => self.push(field.name(), Val::I64(v)),
+            Err(_) => self.record_debug(field, &value),
+        }
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.push(field.name(), Val::F64(value));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.push(field.name(), Val::Bool(value));
+    }
+
+    fn record_error(&mut self, _: &Field, value: &(dyn std::error::Error + 'static)) {
+        let at = self.0.attrs.push_debug(&format_args!("{value}"));
+        self.push("exception.message", Val::Str(at));
+    }
+}
+
+/// The severity number the appender bridge gives each level.
+pub(crate) fn severity(level: Level) -> Severity {
+    match level {
+        Level::TRACE => Severity::Trace,
+        Level::DEBUG => Severity::Debug,
+        Level::INFO => Severity::Info,
+        Level::WARN => Severity::Warn,
+        Level::ERROR => Severity::Error,
+    }
+}

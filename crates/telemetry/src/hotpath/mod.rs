@@ -1,0 +1,45 @@
+//! The hot path: what a span or an event costs the thread that emits it.
+//!
+//! The stock wiring (tracing-opentelemetry, the appender bridge, the SDK's batch processors)
+//! builds SDK spans and log records on the caller's thread, attaches an OTel context on every
+//! enter and exit, and sends every item through a channel of its own. Here the caller records
+//! into plain structs kept in the tracing registry ([`layer`]), and finished items go into a
+//! per-thread shard of the signal's queue ([`queue`]); the export thread takes whole batches
+//! and builds the SDK's types there (traces.rs, logs.rs), so the exporters, the wire format and
+//! the delivery counts are the SDK's. ARCHITECTURE.md ("The hot path, measured") has the figures.
+
+pub(crate) mod layer;
+pub(crate) mod queue;
+
+use opentelemetry::trace::SpanContext;
+use tracing_subscriber::Registry;
+use tracing_subscriber::registry::{LookupSpan, SpanData as _};
+
+use layer::{HotLayer, SpanState};
+
+/// Runs `f` on the state of `span` and the layer that keeps it (None when telemetry is off or
+/// the span is disabled).
+fn with_state<R>(
+    span: &tracing::Span,
+    f: impl FnOnce(&HotLayer, &mut SpanState) -> R,
+) -> Option<R> {
+    span.with_subscriber(|(id, dispatch)| {
+        let layer = dispatch.downcast_ref::<HotLayer>()?;
+        let registry = dispatch.downcast_ref::<Registry>()?;
+        let data = registry.span_data(id)?;
+        let mut ext = data.extensions_mut();
+        ext.get_mut::<SpanState>().map(|state| f(layer, state))
+    })
+    .flatten()
+}
+
+/// The OTel identity of `span`.
+pub(crate) fn span_context(span: &tracing::Span) -> Option<SpanContext> {
+    with_state(span, |_, state| state.cx.clone())
+}
+
+/// Makes `remote` the parent of `span` (a root until now), as a server does with the context
+/// its request carried; call it before the span has children.
+pub(crate) fn set_remote_parent(span: &tracing::Span, remote: SpanContext) {
+    with_state(span, |layer, state| layer.adopt(state, remote));
+}

@@ -1,0 +1,151 @@
+//! The hot path's layer and queues against the in-process receiver: what tracing-opentelemetry
+//! and the appender bridge put on the wire is what arrives, and a burst larger than the queue
+//! is delivered or counted, never lost without a figure.
+
+mod common;
+
+use common::config;
+use otlp_sink::{OtlpSink, attr, hex_id};
+use telemetry::Telemetry;
+
+fn sink_vars(sink: &OtlpSink, extra: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+    let mut vars = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", sink.endpoint()),
+        ("INV_LOG_CONSOLE", "false".into()),
+        ("INV_LOG_FILE", "off".into()),
+    ];
+    vars.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    vars
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fields_kinds_status_events_and_limits_arrive_as_the_stock_layers_sent_them() {
+    let sink = OtlpSink::start().await.unwrap();
+    let vars = sink_vars(&sink, &[("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "4")]);
+    let (dispatch, guard) = Telemetry::builder(config(&vars)).build().unwrap();
+    tracing::dispatcher::with_default(&dispatch, || {
+        let call = tracing::info_span!(
+            "call",
+            otel.name = %format_args!("POST {}", "/transactions"),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            http.status = tracing::field::Empty,
+            attempt = 1_u64,
+            ratio = 0.5_f64,
+            retried = false,
+            extra = tracing::field::Empty,
+        );
+        let _c = call.enter();
+        call.record("http.status", 503_i64);
+        call.record("http.status", 500_i64); // a later value replaces the first
+        call.record("otel.status_code", "ERROR");
+        call.record("extra", "over the limit");
+        tracing::error!(code = 7_i64, "the call failed");
+    });
+    assert!(guard.shutdown().is_clean());
+
+    let received = sink.received();
+    let [span] = &received.spans()[..] else {
+        panic!("one span: {:#?}", received.spans())
+    };
+    let s = &span.span;
+    assert_eq!(s.name, "POST /transactions");
+    assert_eq!(s.kind, 3, "SPAN_KIND_CLIENT");
+    assert_eq!(s.status.as_ref().map(|st| st.code), Some(2), "ERROR");
+    assert_eq!(span.scope, common::SERVICE);
+    let keys: Vec<&str> = s.attributes.iter().map(|kv| kv.key.as_str()).collect();
+    assert_eq!(keys, ["attempt", "ratio", "retried", "http.status"]);
+    assert_eq!(attr(&s.attributes, "http.status").as_deref(), Some("500"));
+    assert_eq!(
+        s.dropped_attributes_count, 1,
+        "`extra` was over the limit of 4"
+    );
+    let [event] = &s.events[..] else {
+        panic!("one span event: {:#?}", s.events)
+    };
+    assert_eq!(event.name, "the call failed");
+    assert_eq!(attr(&event.attributes, "level").as_deref(), Some("ERROR"));
+    assert_eq!(attr(&event.attributes, "code").as_deref(), Some("7"));
+    assert!(attr(&event.attributes, "target").is_some());
+
+    let [log] = &received.log_records()[..] else {
+        panic!("one log record")
+    };
+    let r = &log.record;
+    assert_eq!((r.severity_number, r.severity_text.as_str()), (17, "ERROR"));
+    assert_eq!(hex_id(&r.trace_id), hex_id(&s.trace_id));
+    assert_eq!(hex_id(&r.span_id), hex_id(&s.span_id));
+    assert_eq!(r.flags & 1, 1, "sampled");
+    assert!(r.observed_time_unix_nano > 0);
+    assert_eq!(attr(&r.attributes, "code").as_deref(), Some("7"));
+    let body = r.body.as_ref().and_then(|b| b.value.as_ref());
+    assert_eq!(
+        format!("{body:?}"),
+        r#"Some(StringValue("the call failed"))"#
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsampled_trace_exports_no_spans_but_its_logs_keep_the_trace_id() {
+    let sink = OtlpSink::start().await.unwrap();
+    let vars = sink_vars(&sink, &[("OTEL_TRACES_SAMPLER", "always_off")]);
+    let (dispatch, guard) = Telemetry::builder(config(&vars)).build().unwrap();
+    tracing::dispatcher::with_default(&dispatch, || {
+        let root = tracing::info_span!("root");
+        let _r = root.enter();
+        let child = tracing::info_span!("child", sku = "SKU-1");
+        let _c = child.enter();
+        tracing::info!("inside");
+        assert_eq!(telemetry::trace_id(&child), None, "not sampled");
+    });
+    assert!(guard.shutdown().is_clean());
+    let received = sink.received();
+    assert!(received.spans().is_empty());
+    let [log] = &received.log_records()[..] else {
+        panic!("one log record")
+    };
+    assert_eq!(log.record.trace_id.len(), 16);
+    assert_eq!(log.record.flags & 1, 0, "not sampled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_past_the_queue_is_delivered_or_counted_and_said_once() {
+    const SPANS: usize = 40_000;
+    let sink = OtlpSink::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log_file = dir.path().join("svc.log");
+    let mut vars = sink_vars(
+        &sink,
+        &[
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "1024"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "256"),
+            ("OTEL_LOGS_EXPORTER", "none"),
+        ],
+    );
+    vars.retain(|(k, _)| *k != "INV_LOG_FILE");
+    vars.push(("INV_LOG_FILE", log_file.display().to_string()));
+    let (dispatch, guard) = Telemetry::builder(config(&vars)).build().unwrap();
+    tracing::dispatcher::with_default(&dispatch, || {
+        for i in 0..SPANS {
+            let _s = tracing::info_span!("burst", i).entered();
+        }
+    });
+    let report = guard.shutdown();
+    let received = sink.received().spans().len();
+    assert!(
+        report.spans_dropped > 0,
+        "the burst must overflow a queue of 1024 (received {received})"
+    );
+    assert_eq!(
+        received as u64 + report.spans_dropped,
+        SPANS as u64,
+        "{report}"
+    );
+    // The file rotates: its name carries the date.
+    let lines: String = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap())
+        .collect();
+    let warnings = lines.matches("the export queue is full").count();
+    assert_eq!(warnings, 1, "{lines}");
+}
