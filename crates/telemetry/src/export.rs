@@ -259,9 +259,13 @@ impl<E> Watched<E> {
         }
     }
 
+    pub(crate) fn inner(&self) -> &E {
+        &self.inner
+    }
+
     /// Runs one export of `items` unless the endpoint is failing fast, and records the outcome;
     /// never retries by itself.
-    async fn watch(
+    pub(crate) async fn watch(
         &self,
         items: u64,
         export: impl Future<Output = OTelSdkResult>,

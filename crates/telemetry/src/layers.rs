@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 
 use tracing::Level;
 use tracing_appender::non_blocking::WorkerGuard;
-use tracing_subscriber::filter::EnvFilter;
+use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::{Layer, Registry};
 
@@ -54,19 +54,42 @@ pub(crate) fn build(
     ))
 }
 
-/// The user's directives plus `extra`; INFO where they say nothing.
-fn filter(user: &str, extra: &str) -> Result<EnvFilter, InitError> {
+type BoxedFilter = Box<dyn tracing_subscriber::layer::Filter<Registry> + Send + Sync>;
+
+/// The user's directives plus `extra`; INFO where they say nothing. Directives by target and
+/// level only (the usual case) become a static [`Targets`] filter: an [`EnvFilter`] also tracks
+/// every span on enter and exit, for span and field directives, under a lock.
+fn filter(user: &str, extra: &str) -> Result<BoxedFilter, InitError> {
     let mut directives = user_directives(user);
     if !extra.is_empty() {
         directives = format!("{directives},{extra}");
     }
-    EnvFilter::builder()
+    let env = EnvFilter::builder()
         .with_default_directive(Level::INFO.into())
         .parse(&directives)
         .map_err(|source| InitError::Filter {
             directives: user.to_owned(),
             source,
-        })
+        })?;
+    if directives.contains('[') {
+        return Ok(Box::new(env));
+    }
+    let parts = || {
+        directives
+            .split(',')
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+    };
+    let has_default = parts().any(|d| !d.contains('=') && d.parse::<LevelFilter>().is_ok());
+    let targets = if has_default {
+        directives.parse::<Targets>()
+    } else {
+        format!("info,{directives}").parse::<Targets>()
+    };
+    Ok(match targets {
+        Ok(targets) => Box::new(targets),
+        Err(_) => Box::new(env),
+    })
 }
 
 /// The user's directives, plus silence for the SDK's internal logs (they repeat on every failed

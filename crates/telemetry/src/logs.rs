@@ -1,20 +1,21 @@
-//! Logs: the configured log exporter (OTLP over gRPC or HTTP, the console, or none) behind the
-//! hot path's queue; `tracing` events reach it through the hot path's layer.
+//! Logs: the configured log exporter behind the hot path's queue (OTLP over gRPC or HTTP, encoded
+//! straight from the queue's items; the console through the SDK's log records; or none);
+//! `tracing` events reach it through the hot path's layer.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _};
 use opentelemetry::{InstrumentationScope, Key};
-use opentelemetry_otlp::LogExporter as OtlpLogExporter;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::logs::{LogBatch, LogExporter, SdkLogRecord, SdkLogger, SdkLoggerProvider};
 
 use crate::export::{ExportHealth, Signal, watched};
 use crate::hotpath::layer::{LogItem, Plain, severity};
+use crate::hotpath::otlp::{Encoded, Encoder};
 use crate::hotpath::queue::{Queue, Sink};
-use crate::transport::otlp_exporter;
+use crate::transport::{Sender, Service};
 use crate::{ExportConfig, ExporterKind, InitError};
 
 /// The log records' queue; None for `OTEL_LOGS_EXPORTER=none`.
@@ -27,8 +28,19 @@ pub(crate) fn init_logs(
     let s = &c.logs;
     Ok(match s.exporter {
         ExporterKind::Otlp => {
-            let exporter = watched(Signal::Logs, otlp_exporter!(OtlpLogExporter, s), s, health)?;
-            Some(queue(exporter, c, resource, health, runtime))
+            let sender = watched(Signal::Logs, Sender::new(s, Service::Logs), s, health)?;
+            // Scopes are the records' targets, as the SDK's exporter names them.
+            let sink = Encoded {
+                encoder: Encoder::new(resource, "", None),
+                sender,
+            };
+            Some(Queue::start(
+                Signal::Logs,
+                c.log_batch,
+                sink,
+                runtime.clone(),
+                health,
+            ))
         }
         ExporterKind::Console => {
             let console = Ok(opentelemetry_stdout::LogExporter::default());

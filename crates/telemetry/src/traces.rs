@@ -1,20 +1,21 @@
-//! Traces: the configured span exporter (OTLP over gRPC or HTTP, the console, or none) behind the
-//! hot path's queue, the sampler and the span limits.
+//! Traces: the configured span exporter behind the hot path's queue (OTLP over gRPC or HTTP,
+//! encoded straight from the queue's items; the console through the SDK's `SpanData`; or none),
+//! the sampler and the span limits.
 
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::{InstrumentationScope, Key, KeyValue, Value};
-use opentelemetry_otlp::SpanExporter as OtlpSpanExporter;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Sampler, SpanData, SpanEvents, SpanExporter, SpanLinks};
 
 use crate::export::{ExportHealth, Signal, watched};
 use crate::hotpath::layer::{FinishedSpan, Plain};
+use crate::hotpath::otlp::{Encoded, Encoder};
 use crate::hotpath::queue::{Queue, Sink};
-use crate::transport::otlp_exporter;
+use crate::transport::{Sender, Service};
 use crate::{ExportConfig, ExporterKind, InitError, SamplerConfig};
 
 /// The spans' queue; None for `OTEL_TRACES_EXPORTER=none` (spans still get their ids, which the
@@ -29,13 +30,13 @@ pub(crate) fn init_traces(
     let s = &c.traces;
     Ok(match s.exporter {
         ExporterKind::Otlp => {
-            let exporter = watched(
-                Signal::Traces,
-                otlp_exporter!(OtlpSpanExporter, s),
-                s,
-                health,
-            )?;
-            Some(queue(exporter, c, resource, scope, health, runtime))
+            let sender = watched(Signal::Traces, Sender::new(s, Service::Traces), s, health)?;
+            let sink = Encoded {
+                encoder: Encoder::new(resource, scope, c.span_limits.attribute_value_length),
+                sender,
+            };
+            let q = Queue::start(Signal::Traces, c.span_batch, sink, runtime.clone(), health);
+            Some(q)
         }
         ExporterKind::Console => {
             let console = Ok(opentelemetry_stdout::SpanExporter::default());

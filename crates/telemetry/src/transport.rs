@@ -27,17 +27,7 @@ pub(crate) fn grpc<B: WithExportConfig + WithTonicConfig>(
     builder: B,
     c: &SignalExport,
 ) -> Result<B, ExporterBuildError> {
-    let headers: http::HeaderMap = c
-        .headers
-        .iter()
-        .map(|(k, v)| {
-            // Checked when the configuration was read.
-            let name = http::HeaderName::from_bytes(k.as_bytes()).map_err(invalid)?;
-            let value = http::HeaderValue::from_str(v.expose())
-                .map_err(|_| invalid(format!("the value of header {k:?} is not valid")))?;
-            Ok((name, value))
-        })
-        .collect::<Result<_, ExporterBuildError>>()?;
+    let headers = header_map(c)?;
     let mut builder = builder
         .with_endpoint(c.url())
         .with_timeout(c.timeout)
@@ -49,6 +39,20 @@ pub(crate) fn grpc<B: WithExportConfig + WithTonicConfig>(
         builder = builder.with_tls_config(tonic_tls(&c.tls));
     }
     Ok(builder)
+}
+
+/// `c`'s headers (OTEL_EXPORTER_OTLP_HEADERS), as a request carries them.
+fn header_map(c: &SignalExport) -> Result<http::HeaderMap, ExporterBuildError> {
+    c.headers
+        .iter()
+        .map(|(k, v)| {
+            // Checked when the configuration was read.
+            let name = http::HeaderName::from_bytes(k.as_bytes()).map_err(invalid)?;
+            let value = http::HeaderValue::from_str(v.expose())
+                .map_err(|_| invalid(format!("the value of header {k:?} is not valid")))?;
+            Ok((name, value))
+        })
+        .collect()
 }
 
 fn tonic_tls(tls: &TlsFiles) -> ClientTlsConfig {
@@ -82,46 +86,40 @@ pub(crate) fn http<B: WithExportConfig + WithHttpConfig>(
     if c.compression == Compression::Gzip {
         builder = builder.with_compression(opentelemetry_otlp::Compression::Gzip);
     }
+    Ok(builder.with_http_client(http_client(c)?))
+}
+
+/// The HTTP client of `c`: hyper over TCP, with rustls when the endpoint is `https://`.
+fn http_client(c: &SignalExport) -> Result<OnRuntime<dyn HttpClient>, ExporterBuildError> {
     let runtime = tokio::runtime::Handle::try_current()
         .map_err(|_| invalid("OTLP/HTTP needs a tokio runtime"))?;
     let mut connector = HttpConnector::new();
     connector.enforce_http(false);
-    Ok(if c.uses_tls() {
+    let client: Arc<dyn HttpClient> = if c.uses_tls() {
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(rustls_config(&c.tls)?)
             .https_only()
             .enable_http1()
             .wrap_connector(connector);
-        builder.with_http_client(OnRuntime::new(
-            HyperClient::new(https, c.timeout, None),
-            runtime,
-        ))
+        Arc::new(HyperClient::new(https, c.timeout, None))
     } else {
-        builder.with_http_client(OnRuntime::new(
-            HyperClient::new(connector, c.timeout, None),
-            runtime,
-        ))
+        Arc::new(HyperClient::new(connector, c.timeout, None))
+    };
+    Ok(OnRuntime {
+        inner: client,
+        runtime,
     })
 }
 
 /// An HTTP client whose requests run on `runtime`, whichever thread awaits them.
 #[derive(Debug)]
-struct OnRuntime<C> {
+pub(crate) struct OnRuntime<C: ?Sized> {
     inner: Arc<C>,
     runtime: tokio::runtime::Handle,
 }
 
-impl<C> OnRuntime<C> {
-    fn new(inner: C, runtime: tokio::runtime::Handle) -> Self {
-        Self {
-            inner: Arc::new(inner),
-            runtime,
-        }
-    }
-}
-
 #[async_trait::async_trait]
-impl<C: HttpClient + 'static> HttpClient for OnRuntime<C> {
+impl<C: HttpClient + ?Sized + 'static> HttpClient for OnRuntime<C> {
     async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
         let inner = self.inner.clone();
         self.runtime
@@ -192,3 +190,192 @@ macro_rules! otlp_exporter {
     }};
 }
 pub(crate) use otlp_exporter;
+
+/// Which service an encoded export request is for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Service {
+    Traces,
+    Logs,
+}
+
+impl Service {
+    fn grpc_path(self) -> &'static str {
+        match self {
+            Self::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            Self::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+        }
+    }
+}
+
+/// Sends encoded OTLP export requests (see hotpath/otlp.rs) over the transport `c` names, with
+/// its headers, compression, timeout and TLS: what the SDK's exporters do after encoding.
+#[derive(Debug)]
+pub(crate) enum Sender {
+    Grpc {
+        grpc: tonic::client::Grpc<tonic::transport::Channel>,
+        path: http::uri::PathAndQuery,
+        headers: http::HeaderMap,
+        timeout: std::time::Duration,
+    },
+    Http {
+        client: OnRuntime<dyn HttpClient>,
+        url: String,
+        headers: http::HeaderMap,
+        gzip: bool,
+    },
+}
+
+impl Sender {
+    /// Needs the tokio runtime (the gRPC channel's worker runs on it).
+    pub(crate) fn new(c: &SignalExport, service: Service) -> Result<Self, ExporterBuildError> {
+        let headers = header_map(c)?;
+        Ok(match c.protocol {
+            crate::Protocol::Grpc => {
+                let mut endpoint = tonic::transport::Endpoint::from_shared(c.url())
+                    .map_err(invalid)?
+                    .timeout(c.timeout)
+                    .connect_timeout(c.timeout);
+                if c.uses_tls() {
+                    endpoint = endpoint.tls_config(tonic_tls(&c.tls)).map_err(invalid)?;
+                }
+                let mut grpc = tonic::client::Grpc::new(endpoint.connect_lazy());
+                if c.compression == Compression::Gzip {
+                    grpc = grpc.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+                }
+                Self::Grpc {
+                    grpc,
+                    path: http::uri::PathAndQuery::from_static(service.grpc_path()),
+                    headers,
+                    timeout: c.timeout,
+                }
+            }
+            crate::Protocol::HttpProtobuf => Self::Http {
+                client: http_client(c)?,
+                url: c.url(),
+                headers,
+                gzip: c.compression == Compression::Gzip,
+            },
+        })
+    }
+
+    /// One export request; an error says what the collector answered, in the words
+    /// export.rs' `AUTH_REFUSALS` recognises.
+    pub(crate) async fn send(&self, body: Vec<u8>) -> opentelemetry_sdk::error::OTelSdkResult {
+        use opentelemetry_sdk::error::OTelSdkError::InternalFailure;
+        match self {
+            Self::Grpc {
+                grpc,
+                path,
+                headers,
+                timeout,
+            } => {
+                let mut grpc = grpc.clone();
+                grpc.ready()
+                    .await
+                    .map_err(|e| InternalFailure(format!("gRPC channel: {e}")))?;
+                let mut request = tonic::Request::new(body);
+                *request.metadata_mut() = MetadataMap::from_headers(headers.clone());
+                request.set_timeout(*timeout);
+                grpc.unary::<_, Vec<u8>, _>(request, path.clone(), RawCodec)
+                    .await
+                    .map(drop)
+                    .map_err(|s| {
+                        InternalFailure(format!(
+                            "export failed: gRPC code: {:?}, message: {}",
+                            s.code(),
+                            s.message()
+                        ))
+                    })
+            }
+            Self::Http {
+                client,
+                url,
+                headers,
+                gzip,
+            } => {
+                let mut builder = http::Request::post(url.as_str())
+                    .header(http::header::CONTENT_TYPE, "application/x-protobuf");
+                let body = if *gzip {
+                    builder = builder.header(http::header::CONTENT_ENCODING, "gzip");
+                    gzipped(&body).map_err(|e| InternalFailure(format!("gzip: {e}")))?
+                } else {
+                    body
+                };
+                let mut request = builder
+                    .body(Bytes::from(body))
+                    .map_err(|e| InternalFailure(e.to_string()))?;
+                request.headers_mut().extend(headers.clone());
+                let response = client
+                    .send_bytes(request)
+                    .await
+                    .map_err(|e| InternalFailure(format!("OTLP/HTTP request to {url}: {e}")))?;
+                let status = response.status();
+                if status.is_success() {
+                    Ok(())
+                } else {
+                    Err(InternalFailure(format!(
+                        "OTLP/HTTP export failed: status code: {}",
+                        status.as_u16()
+                    )))
+                }
+            }
+        }
+    }
+}
+
+fn gzipped(body: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Write as _;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(body)?;
+    gz.finish()
+}
+
+/// Sends and takes protobuf bytes as they are: the request is encoded already, and the answer
+/// (partial success) is not read.
+#[derive(Debug, Clone, Copy)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = Self;
+    type Decoder = Self;
+
+    fn encoder(&mut self) -> Self {
+        Self
+    }
+
+    fn decoder(&mut self) -> Self {
+        Self
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut as _;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf as _;
+        let mut answer = vec![0; src.remaining()];
+        src.copy_to_slice(&mut answer);
+        Ok(Some(answer))
+    }
+}

@@ -117,7 +117,7 @@ async fn a_burst_past_the_queue_is_delivered_or_counted_and_said_once() {
     let mut vars = sink_vars(
         &sink,
         &[
-            ("OTEL_BSP_MAX_QUEUE_SIZE", "1024"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "256"),
             ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "256"),
             ("OTEL_LOGS_EXPORTER", "none"),
         ],
@@ -134,7 +134,7 @@ async fn a_burst_past_the_queue_is_delivered_or_counted_and_said_once() {
     let received = sink.received().spans().len();
     assert!(
         report.spans_dropped > 0,
-        "the burst must overflow a queue of 1024 (received {received})"
+        "the burst must overflow a queue of one batch (received {received})"
     );
     assert_eq!(
         received as u64 + report.spans_dropped,
@@ -148,4 +148,40 @@ async fn a_burst_past_the_queue_is_delivered_or_counted_and_said_once() {
         .collect();
     let warnings = lines.matches("the export queue is full").count();
     assert_eq!(warnings, 1, "{lines}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_and_level_directives_filter_as_rust_log_says() {
+    let sink = OtlpSink::start().await.unwrap();
+    // Static directives (a fast filter) and a span directive (the full one) must agree.
+    for filter in ["warn,app::db=debug", "warn,app::db=debug,[never]=trace"] {
+        sink.clear();
+        let vars = sink_vars(&sink, &[("RUST_LOG", filter)]);
+        let (dispatch, guard) = Telemetry::builder(config(&vars)).build().unwrap();
+        tracing::dispatcher::with_default(&dispatch, || {
+            tracing::info!(target: "app", "dropped: app is at warn");
+            tracing::warn!(target: "app", "kept");
+            tracing::debug!(target: "app::db", "kept: app::db is at debug");
+            tracing::debug!(target: "app::dbx::y", "kept: a prefix of the target");
+            tracing::trace!(target: "app::db", "dropped: below debug");
+        });
+        assert!(guard.shutdown().is_clean());
+        let mut kept: Vec<String> = sink
+            .received()
+            .log_records()
+            .iter()
+            .filter_map(|l| l.record.body.as_ref().and_then(|b| b.value.clone()))
+            .map(|v| format!("{v:?}"))
+            .collect();
+        kept.sort();
+        assert_eq!(
+            kept,
+            [
+                r#"StringValue("kept")"#,
+                r#"StringValue("kept: a prefix of the target")"#,
+                r#"StringValue("kept: app::db is at debug")"#,
+            ],
+            "{filter}"
+        );
+    }
 }

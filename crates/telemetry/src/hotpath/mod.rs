@@ -9,6 +9,7 @@
 //! the delivery counts are the SDK's. ARCHITECTURE.md ("The hot path, measured") has the figures.
 
 pub(crate) mod layer;
+pub(crate) mod otlp;
 pub(crate) mod queue;
 
 use opentelemetry::trace::SpanContext;
