@@ -10,17 +10,42 @@ use serde_json::Value;
 
 use crate::stack::{Ctx, url};
 
-/// Where `cargo build -p invbot` puts the binary.
-fn invbot_path(root: &Path) -> PathBuf {
+/// Which cargo profile invbot is built with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Profile {
+    /// Debug, as the tests use it.
+    Dev,
+    /// Optimised, for measuring what a run costs.
+    Release,
+}
+
+impl Profile {
+    /// Cargo's name for it, and the directory under the target directory that it builds into.
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Dev => ("dev", "debug"),
+            Self::Release => ("release", "release"),
+        }
+    }
+}
+
+/// Where `cargo build -p invbot --profile <profile>` puts the binary.
+fn invbot_path(root: &Path, profile: Profile) -> PathBuf {
     let target: PathBuf =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), Into::into);
-    target.join("debug/invbot")
+    target.join(profile.names().1).join("invbot")
 }
 
 /// Builds invbot (debug, as the tests use it) and returns its path.
 pub(crate) fn build(root: &Path) -> Result<PathBuf> {
-    crate::cargo(&["build", "--locked", "-p", "invbot"])?;
-    Ok(invbot_path(root))
+    build_with(root, Profile::Dev)
+}
+
+/// Builds invbot with `profile` and returns its path.
+pub(crate) fn build_with(root: &Path, profile: Profile) -> Result<PathBuf> {
+    let (name, _) = profile.names();
+    crate::cargo(&["build", "--locked", "-p", "invbot", "--profile", name])?;
+    Ok(invbot_path(root, profile))
 }
 
 /// `invbot generate <args> --output <to>`.

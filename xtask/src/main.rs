@@ -12,6 +12,7 @@ mod gateway_e2e;
 mod http;
 mod kubernetes;
 mod report_check;
+mod run_cost;
 mod smoke;
 mod stack;
 mod tidy;
@@ -93,6 +94,14 @@ const TASKS: &[Task] = &[
                 in Prometheus, reach Alertmanager and the webhook, and the bot's own alert events \
                 must be in VictoriaLogs in failing traces; stack down",
         action: Action::Run(|root| alerts_e2e::alerts_e2e(root, &stack::Ctx::new(root)?)),
+    },
+    Task {
+        name: "run-cost",
+        about: "what telemetry costs a whole run: stack up, a release invbot on generated input \
+                (--rows N, default 20000) K times exporting and K times with OTEL_SDK_DISABLED, \
+                alternating (--pairs K, default 3); each run's CPU (bot + its API) and wall time, \
+                the medians, their ratio and the extra CPU per transaction; stack down",
+        action: Action::RunWith(run_cost::run_cost),
     },
     Task {
         name: "k8s-check",

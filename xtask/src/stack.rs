@@ -880,25 +880,43 @@ fn backend(ctx: &Ctx, name: &str) -> Result<Backend> {
         .with_context(|| format!("no backend {name}"))
 }
 
+/// What /proc/<pid>/stat says of a process: its state and its CPU time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct ProcStat {
+    /// `R`, `S`, ..., `Z` for one that has exited and is not reaped yet.
+    pub(crate) state: char,
+    /// Its own CPU seconds, user + system.
+    pub(crate) cpu_s: f64,
+    /// The CPU seconds, user + system, of the children it has waited for (and theirs).
+    pub(crate) children_cpu_s: f64,
+}
+
+impl ProcStat {
+    pub(crate) fn of(pid: u32) -> Result<Self> {
+        let path = format!("/proc/{pid}/stat");
+        let text = fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+        Self::parse(&text).with_context(|| format!("{path} is not as expected: {text}"))
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        // The fields after the command (which may hold spaces), from the 3rd: the state, ...,
+        // utime (the 14th), stime, cutime, cstime.
+        let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
+        // Linux reports CPU time in USER_HZ, 100 per second.
+        let seconds = |i: usize| Some(fields.get(i)?.parse::<f64>().ok()? / 100.0);
+        Some(Self {
+            state: fields.first()?.chars().next()?,
+            cpu_s: seconds(11)? + seconds(12)?,
+            children_cpu_s: seconds(13)? + seconds(14)?,
+        })
+    }
+}
+
 /// CPU seconds (user + system) and peak resident memory in bytes of a running backend.
 pub(crate) fn usage(ctx: &Ctx, name: &str) -> Result<(f64, u64)> {
     let b = backend(ctx, name)?;
     let pid = read_pid(ctx, &b).with_context(|| format!("{name} is not running"))?;
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command (which may hold spaces), from the 3rd: utime is the 14th.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // Linux reports CPU time in USER_HZ, 100 per second.
-    let cpu = (ticks(11) + ticks(12)) / 100.0;
+    let cpu = ProcStat::of(pid)?.cpu_s;
     let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
     let peak_kib = status
         .lines()
@@ -927,9 +945,10 @@ pub(crate) fn kill_one(ctx: &Ctx, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whether `pid` has exited and waits to be reaped: a stopped child of ours stays a zombie until
+/// then, which counts as stopped.
 fn zombie(pid: u32) -> bool {
-    // A stopped child of ours stays a zombie until reaped; that counts as stopped.
-    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+    ProcStat::of(pid).is_ok_and(|s| s.state == 'Z')
 }
 
 fn stop(ctx: &Ctx, b: &Backend) {
@@ -1026,6 +1045,21 @@ mod tests {
         };
         assert!(native.iter().any(|f| f.starts_with("-retentionPeriod=")));
         assert_eq!(settings(native), settings(&compose));
+    }
+
+    #[test]
+    fn proc_stat_reads_state_and_cpu_after_a_command_with_spaces() {
+        let text = "4242 (inv bot) Z 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 120 30 20 0 1 0";
+        let stat = ProcStat::parse(text).expect("a stat line");
+        assert_eq!(
+            stat,
+            ProcStat {
+                state: 'Z',
+                cpu_s: 3.0,
+                children_cpu_s: 1.5
+            }
+        );
+        assert_eq!(ProcStat::parse("4242 (short) S 1 2"), None);
     }
 
     #[test]

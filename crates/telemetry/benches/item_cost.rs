@@ -1,24 +1,79 @@
-//! Per-item cost of telemetry: one span with 5 attributes, two log events, one counter add and
-//! one histogram record, (a) exporting over OTLP/gRPC to an in-process receiver, (b) with
-//! OTEL_SDK_DISABLED. Criterion measures both; a final timed loop prints the cost per item of
-//! each, their ratio, and how much of the telemetry was delivered.
+//! What telemetry costs per item, three setups side by side in one run. An item is one span with
+//! 5 attributes, two log events inside it, one counter add and one histogram record.
+//!
+//! - **ours**: this crate, `Telemetry::builder(config).build()` with its default settings (only
+//!   the endpoint set, the console and the JSON file off), exporting over OTLP/gRPC;
+//! - **stock**: the wiring the upstream examples show, built here and not through this crate:
+//!   `Registry` + tracing-opentelemetry's layer (no location, threads or inactivity tracking) +
+//!   `OpenTelemetryTracingBridge` (behind the examples' `info,hyper=off,tonic=off,...` filter),
+//!   over an `SdkTracerProvider` with a `BatchSpanProcessor`, an `SdkLoggerProvider` with a
+//!   `BatchLogProcessor` and an `SdkMeterProvider` with a `PeriodicReader`, all with
+//!   opentelemetry-otlp's tonic exporters and the SDK's default batch settings; the counter and
+//!   the histogram come from that meter provider;
+//! - **disabled**: this crate with `OTEL_SDK_DISABLED=true`.
+//!
+//! Both exporting setups send to the same kind of in-process OTLP receiver (`otlp_sink`).
+//!
+//! Each setup runs a fixed burst of 200,000 items on one thread, in a process of its own (this
+//! binary again, so that no setup inherits another's heap, threads or callsite cache), and reports
+//! per item: the CPU of the instrumented thread (`cpu_time::ThreadTime`); the CPU of the whole
+//! process from the first item until the providers' shutdown has returned, export and the
+//! receiver's decoding included (an upper bound of what telemetry costs the process); the wall
+//! time of the burst; the heap allocations and bytes that the instrumented thread made in the
+//! burst (a counting global allocator, per thread); the peak RSS above the RSS before the burst
+//! (VmHWM, reset through /proc/self/clear_refs); and how many spans and log records the receiver
+//! got of those emitted. Then it prints the ratios ours/stock and ours/disabled.
+//!
+//! Criterion measures `item/<setup>` as well (a steady state, where a full queue drops);
+//! `ITEM_COST_PARTS=1` adds the parts of an item alone (span, 2 events, metrics) for ours and stock.
 //!
 //! `cargo bench -p telemetry --bench item_cost`
 
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Histogram};
+use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider as _};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge;
+use opentelemetry_otlp::{LogExporter, MetricExporter, SpanExporter, WithExportConfig as _};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::logs::{BatchLogProcessor, SdkLoggerProvider};
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider};
 use otlp_sink::OtlpSink;
-use telemetry::{Config, Defaults, ShutdownReport, Telemetry, TelemetryGuard};
+use telemetry::{Config, Defaults, Telemetry, TelemetryGuard};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _, Registry};
 
-const SUMMARY_ITEMS: u64 = 200_000;
+#[global_allocator]
+static ALLOCATOR: densa_alloc::CountingAllocator = densa_alloc::CountingAllocator::system();
+
+/// Items in the fixed burst of each setup.
+const ITEMS: u64 = 200_000;
+/// Log events per item.
+const EVENTS_PER_ITEM: u64 = 2;
+/// Set in a child process to the setup it measures.
+const CHILD_ENV: &str = "ITEM_COST_SETUP";
+/// The line a child prints its figures on.
+const CHILD_PREFIX: &str = "item_cost figures: ";
 
 struct Instruments {
     transactions: Counter<u64>,
     latency: Histogram<f64>,
     outcome: [KeyValue; 1],
+}
+
+impl Instruments {
+    fn new(meter: &Meter) -> Self {
+        Self {
+            transactions: meter.u64_counter("bench.transactions").build(),
+            latency: meter.f64_histogram("bench.latency").with_unit("s").build(),
+            outcome: [KeyValue::new("outcome", "applied")],
+        }
+    }
 }
 
 type Work = fn(&Instruments, u64);
@@ -68,15 +123,100 @@ fn metrics(m: &Instruments, _: u64) {
     m.latency.record(0.012, &[]);
 }
 
-fn setup(endpoint: &str, disabled: bool) -> (tracing::Dispatch, TelemetryGuard, Instruments) {
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Setup {
+    Ours,
+    Stock,
+    Disabled,
+}
+
+const SETUPS: [Setup; 3] = [Setup::Ours, Setup::Stock, Setup::Disabled];
+
+impl Setup {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Ours => "ours",
+            Self::Stock => "stock",
+            Self::Disabled => "disabled",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Ours => "ours (defaults)",
+            Self::Stock => "stock wiring",
+            Self::Disabled => "OTEL_SDK_DISABLED",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Self> {
+        SETUPS.into_iter().find(|s| s.name() == name)
+    }
+
+    fn exports(self) -> bool {
+        self != Self::Disabled
+    }
+
+    fn build(self, endpoint: &str) -> Wired {
+        match self {
+            Self::Ours => ours(endpoint, false),
+            Self::Stock => stock(endpoint),
+            Self::Disabled => ours(endpoint, true),
+        }
+    }
+}
+
+/// A setup, built: the subscriber to record with, the instruments, and what flushes.
+struct Wired {
+    dispatch: tracing::Dispatch,
+    instruments: Instruments,
+    providers: Providers,
+}
+
+enum Providers {
+    Ours(Box<TelemetryGuard>),
+    Stock {
+        tracer: SdkTracerProvider,
+        logger: SdkLoggerProvider,
+        meter: SdkMeterProvider,
+    },
+}
+
+impl Wired {
+    /// Flushes and stops the providers (traces, logs, metrics); says what went wrong, if anything.
+    fn shutdown(self) -> String {
+        drop(self.dispatch);
+        match self.providers {
+            Providers::Ours(guard) => guard.shutdown().to_string(),
+            Providers::Stock {
+                tracer,
+                logger,
+                meter,
+            } => {
+                let outcomes = [
+                    ("traces", tracer.shutdown()),
+                    ("logs", logger.shutdown()),
+                    ("metrics", meter.shutdown()),
+                ];
+                let errors: Vec<String> = outcomes
+                    .into_iter()
+                    .filter_map(|(signal, r)| r.err().map(|e| format!("{signal}: {e}")))
+                    .collect();
+                if errors.is_empty() {
+                    "shutdown ok".to_owned()
+                } else {
+                    errors.join("; ")
+                }
+            }
+        }
+    }
+}
+
+/// This crate with its default settings: only the endpoint, no console, no JSON file.
+fn ours(endpoint: &str, disabled: bool) -> Wired {
     let vars = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.to_owned()),
         ("OTEL_SDK_DISABLED", disabled.to_string()),
-        // Large queues and short delays so the receiver keeps up and little is dropped.
-        ("OTEL_BSP_MAX_QUEUE_SIZE", "65536".to_owned()),
-        ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
-        ("OTEL_BLRP_MAX_QUEUE_SIZE", "131072".to_owned()),
-        ("OTEL_BLRP_SCHEDULE_DELAY", "100".to_owned()),
         ("INV_LOG_CONSOLE", "false".to_owned()),
         ("INV_LOG_FILE", "off".to_owned()),
     ];
@@ -90,13 +230,80 @@ fn setup(endpoint: &str, disabled: bool) -> (tracing::Dispatch, TelemetryGuard, 
     )
     .expect("config");
     let (dispatch, guard) = Telemetry::builder(config).build().expect("telemetry");
-    let meter = guard.meter("bench");
-    let instruments = Instruments {
-        transactions: meter.u64_counter("bench.transactions").build(),
-        latency: meter.f64_histogram("bench.latency").with_unit("s").build(),
-        outcome: [KeyValue::new("outcome", "applied")],
-    };
-    (dispatch, guard, instruments)
+    Wired {
+        dispatch,
+        instruments: Instruments::new(&guard.meter("bench")),
+        providers: Providers::Ours(Box::new(guard)),
+    }
+}
+
+/// The upstream examples' wiring, with the SDK's default batch settings: one small function per
+/// signal, as in opentelemetry-otlp's basic example.
+fn stock(endpoint: &str) -> Wired {
+    let resource = Resource::builder().with_service_name("bench-stock").build();
+    let tracer = stock_traces(endpoint, resource.clone());
+    let logger = stock_logs(endpoint, resource.clone());
+    let meter = stock_metrics(endpoint, resource);
+    // As the examples do: the exporters' own crates never become log records.
+    let bridge_filter = ["hyper", "tonic", "h2", "reqwest"]
+        .iter()
+        .fold(EnvFilter::new("info"), |f, target| {
+            f.add_directive(format!("{target}=off").parse().expect("a directive"))
+        });
+    let subscriber = Registry::default()
+        .with(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer.tracer("bench"))
+                .with_location(false)
+                .with_threads(false)
+                .with_tracked_inactivity(false),
+        )
+        .with(OpenTelemetryTracingBridge::new(&logger).with_filter(bridge_filter));
+    Wired {
+        dispatch: tracing::Dispatch::new(subscriber),
+        instruments: Instruments::new(&meter.meter("bench")),
+        providers: Providers::Stock {
+            tracer,
+            logger,
+            meter,
+        },
+    }
+}
+
+fn stock_traces(endpoint: &str, resource: Resource) -> SdkTracerProvider {
+    let exporter = SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()
+        .expect("span exporter");
+    SdkTracerProvider::builder()
+        .with_resource(resource)
+        .with_span_processor(BatchSpanProcessor::builder(exporter).build())
+        .build()
+}
+
+fn stock_logs(endpoint: &str, resource: Resource) -> SdkLoggerProvider {
+    let exporter = LogExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()
+        .expect("log exporter");
+    SdkLoggerProvider::builder()
+        .with_resource(resource)
+        .with_log_processor(BatchLogProcessor::builder(exporter).build())
+        .build()
+}
+
+fn stock_metrics(endpoint: &str, resource: Resource) -> SdkMeterProvider {
+    let exporter = MetricExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()
+        .expect("metric exporter");
+    SdkMeterProvider::builder()
+        .with_resource(resource)
+        .with_reader(PeriodicReader::builder(exporter).build())
+        .build()
 }
 
 /// Times `n` items on this thread; returns wall ns per item.
@@ -110,102 +317,329 @@ fn timed(dispatch: &tracing::Dispatch, m: &Instruments, work: Work, n: u64) -> f
     })
 }
 
-/// Per-item figures of one fixed run, in ns.
+/// Per-item figures of one setup's fixed burst.
+#[derive(Debug, Default)]
 struct Figures {
-    wall: f64,
-    /// CPU of the instrumented thread alone.
+    /// CPU of the instrumented thread, ns.
     thread_cpu: f64,
-    /// CPU of the whole process until the exporters drained: the instrumented thread, the batch
-    /// processors, gRPC encoding, and the in-process receiver's decoding (an upper bound).
+    /// CPU of the whole process until the providers' shutdown returned, ns.
     process_cpu: f64,
+    /// Wall time of the burst, ns.
+    wall: f64,
+    /// Heap allocations (alloc and realloc calls) of the instrumented thread.
+    allocs: f64,
+    /// Bytes those allocations asked for.
+    alloc_bytes: f64,
+    /// Peak RSS above the RSS before the burst, MiB (NaN where Linux does not say).
+    peak_rss_mib: f64,
+    /// From the end of the burst until shutdown returned, ms.
+    shutdown_ms: f64,
+    /// What the receiver got in all (not per item).
+    spans: u64,
+    logs: u64,
+    /// The shutdown's own word.
+    note: String,
 }
 
-fn measured(
-    dispatch: &tracing::Dispatch,
-    m: &Instruments,
-    guard: TelemetryGuard,
-) -> (Figures, ShutdownReport) {
-    let process = cpu_time::ProcessTime::now();
-    let thread = cpu_time::ThreadTime::now();
-    let wall = timed(dispatch, m, item, SUMMARY_ITEMS);
-    let thread_cpu = thread.elapsed().as_nanos() as f64 / SUMMARY_ITEMS as f64;
-    let report = guard.shutdown();
-    let process_cpu = process.elapsed().as_nanos() as f64 / SUMMARY_ITEMS as f64;
-    let figures = Figures {
-        wall,
-        thread_cpu,
-        process_cpu,
-    };
-    (figures, report)
+impl Figures {
+    /// One line for the parent process: the numbers, a tab, the note.
+    fn to_line(&self) -> String {
+        format!(
+            "{} {} {} {} {} {} {} {} {}\t{}",
+            self.thread_cpu,
+            self.process_cpu,
+            self.wall,
+            self.allocs,
+            self.alloc_bytes,
+            self.peak_rss_mib,
+            self.shutdown_ms,
+            self.spans,
+            self.logs,
+            self.note
+        )
+    }
+
+    fn parse(line: &str) -> Option<Self> {
+        let (numbers, note) = line.split_once('\t')?;
+        let n: Vec<f64> = numbers
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .ok()?;
+        let [
+            thread_cpu,
+            process_cpu,
+            wall,
+            allocs,
+            alloc_bytes,
+            peak,
+            shutdown_ms,
+            spans,
+            logs,
+        ] = n[..]
+        else {
+            return None;
+        };
+        Some(Self {
+            thread_cpu,
+            process_cpu,
+            wall,
+            allocs,
+            alloc_bytes,
+            peak_rss_mib: peak,
+            shutdown_ms,
+            spans: spans as u64,
+            logs: logs as u64,
+            note: note.to_owned(),
+        })
+    }
 }
 
-fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+/// Spans and log records the receiver holds, counted and then forgotten, so that its memory
+/// stays small during a burst.
+fn take_delivered(sink: &OtlpSink) -> (u64, u64) {
+    let got = std::mem::take(&mut *sink.received());
+    let spans = got
+        .traces
+        .iter()
+        .flat_map(|r| &r.resource_spans)
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len() as u64)
+        .sum();
+    let logs = got
+        .logs
+        .iter()
+        .flat_map(|r| &r.resource_logs)
+        .flat_map(|r| &r.scope_logs)
+        .map(|s| s.log_records.len() as u64)
+        .sum();
+    (spans, logs)
+}
+
+/// A figure of this process from /proc/self/status, in KiB (`VmRSS`, `VmHWM`).
+fn status_kib(key: &str) -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// One setup's fixed burst, from building it to its shutdown, in this process.
+fn fixed_run(setup: Setup, sink: &OtlpSink) -> Figures {
+    assert!(
+        densa_alloc::is_active(),
+        "the counting allocator is not installed"
+    );
+    let wired = setup.build(&sink.endpoint());
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let tally = s.spawn(|| {
+            let (mut spans, mut logs) = (0, 0);
+            while !stop.load(Ordering::Relaxed) {
+                let (sp, lg) = take_delivered(sink);
+                (spans, logs) = (spans + sp, logs + lg);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (spans, logs)
+        });
+        let rss_before = status_kib("VmRSS");
+        // "5" resets the peak RSS to the current RSS (Linux 4.0 and later).
+        let peak_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+        let process = cpu_time::ProcessTime::now();
+        let start = Instant::now();
+        let (thread_cpu, allocs) = tracing::dispatcher::with_default(&wired.dispatch, || {
+            let thread = cpu_time::ThreadTime::now();
+            let ((), allocs) = densa_alloc::measure(|| {
+                for i in 0..ITEMS {
+                    item(&wired.instruments, i);
+                }
+            });
+            (thread.elapsed(), allocs)
+        });
+        let wall = start.elapsed();
+        let note = wired.shutdown();
+        let process_cpu = process.elapsed();
+        let shutdown = start.elapsed() - wall;
+        let peak_rss_mib = match (peak_reset, rss_before, status_kib("VmHWM")) {
+            (true, Some(before), Some(peak)) => peak.saturating_sub(before) as f64 / 1024.0,
+            _ => f64::NAN,
+        };
+        stop.store(true, Ordering::Relaxed);
+        let (spans, logs) = tally.join().expect("the tally thread");
+        let (last_spans, last_logs) = take_delivered(sink);
+        let per_item = |d: Duration| d.as_nanos() as f64 / ITEMS as f64;
+        Figures {
+            thread_cpu: per_item(thread_cpu),
+            process_cpu: per_item(process_cpu),
+            wall: per_item(wall),
+            allocs: (allocs.allocs + allocs.reallocs) as f64 / ITEMS as f64,
+            alloc_bytes: allocs.bytes_allocated as f64 / ITEMS as f64,
+            peak_rss_mib,
+            shutdown_ms: shutdown.as_secs_f64() * 1000.0,
+            spans: spans + last_spans,
+            logs: logs + last_logs,
+            note,
+        }
+    })
+}
+
+/// The tokio runtime the exporters and the receiver run on; the instrumented thread is not one
+/// of its workers.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
-        .expect("runtime");
+        .expect("runtime")
+}
+
+/// In a child process: measure one setup and print its figures for the parent.
+fn child(setup: Setup) {
+    let runtime = runtime();
     let _rt = runtime.enter();
     let sink = runtime.block_on(OtlpSink::start()).expect("receiver");
-    let mut c = Criterion::default()
-        .measurement_time(Duration::from_secs(5))
-        .configure_from_args();
+    let figures = fixed_run(setup, &sink);
+    println!("{CHILD_PREFIX}{}", figures.to_line());
+}
 
-    let mut figures = Vec::new();
-    for (label, disabled) in [
-        ("telemetry on, exporting", false),
-        ("OTEL_SDK_DISABLED", true),
-    ] {
-        let (dispatch, guard, m) = setup(&sink.endpoint(), disabled);
-        let parts: &[(&str, Work)] = if disabled {
-            &[("item", item)]
-        } else {
+/// Runs this binary again to measure `setup` alone.
+fn in_child(setup: Setup) -> Figures {
+    let exe = std::env::current_exe().expect("this benchmark's path");
+    eprintln!("item_cost: {ITEMS} items, {}", setup.label());
+    let out = Command::new(exe)
+        .env(CHILD_ENV, setup.name())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("cannot run the benchmark's child process");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .find_map(|l| Figures::parse(l.strip_prefix(CHILD_PREFIX)?))
+        .unwrap_or_else(|| {
+            panic!(
+                "{} measured nothing ({}): {stdout}",
+                setup.name(),
+                out.status
+            )
+        })
+}
+
+/// Criterion's steady-state measurements, each setup built afresh in this process.
+fn criterion_runs(sink: &OtlpSink) {
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(4))
+        .configure_from_args();
+    let with_parts = std::env::var_os("ITEM_COST_PARTS").is_some_and(|v| v == "1");
+    for setup in SETUPS {
+        let wired = setup.build(&sink.endpoint());
+        let parts: &[(&str, Work)] = if with_parts && setup.exports() {
             &[
                 ("span", span_only),
                 ("2 events", events),
                 ("metrics", metrics),
                 ("item", item),
             ]
+        } else {
+            &[("item", item)]
         };
         for (part, work) in parts {
-            c.bench_function(&format!("{part}/{label}"), |b| {
+            c.bench_function(&format!("{part}/{}", setup.name()), |b| {
                 b.iter_custom(|iters| {
-                    let ns = timed(&dispatch, &m, *work, iters);
+                    let ns = timed(&wired.dispatch, &wired.instruments, *work, iters);
                     sink.clear(); // bound the receiver's memory
                     Duration::from_nanos((ns * iters as f64) as u64)
                 })
             });
         }
-        // Let the exporter drain what criterion produced, then time a fixed run for the summary.
-        std::thread::sleep(Duration::from_millis(500));
+        let _ = wired.shutdown();
         sink.clear();
-        let (ns, report) = measured(&dispatch, &m, guard);
-        let received = sink.received();
-        let spans = received.spans().len();
-        drop(received);
-        sink.clear();
-        figures.push((label, ns, report, spans));
     }
     c.final_summary();
+}
 
+fn delivered(got: u64, emitted: u64) -> String {
+    format!(
+        "{got}/{emitted} ({:.1}%)",
+        100.0 * got as f64 / emitted as f64
+    )
+}
+
+fn print_table(figures: &[(Setup, Figures)]) {
     println!(
-        "\nper-item cost over {SUMMARY_ITEMS} items (1 span + 5 attributes, 2 log events, \
-         1 counter add, 1 histogram record), ns:"
+        "\nper item over a burst of {ITEMS} items (1 span + 5 attributes, 2 log events, \
+         1 counter add, 1 histogram record), each setup in its own process:"
     );
     println!(
-        "  {:<26} {:>9} {:>11} {:>12}",
-        "", "wall", "thread CPU", "process CPU"
+        "  {:<18} {:>10} {:>11} {:>9} {:>7} {:>7} {:>9} {:>9}  {:<24} log records received",
+        "",
+        "thread CPU",
+        "process CPU",
+        "wall",
+        "allocs",
+        "bytes",
+        "peak RSS",
+        "shutdown",
+        "spans received"
     );
-    for (label, f, report, spans) in &figures {
+    println!(
+        "  {:<18} {:>10} {:>11} {:>9} {:>7} {:>7} {:>9} {:>9}",
+        "", "ns", "ns", "ns", "", "", "+MiB", "ms"
+    );
+    for (setup, f) in figures {
+        let (spans, logs) = if setup.exports() {
+            (
+                delivered(f.spans, ITEMS),
+                delivered(f.logs, ITEMS * EVENTS_PER_ITEM),
+            )
+        } else {
+            ("-".to_owned(), "-".to_owned())
+        };
         println!(
-            "  {label:<26} {:>9.1} {:>11.1} {:>12.1}   spans received {spans}/{SUMMARY_ITEMS}; {report}",
-            f.wall, f.thread_cpu, f.process_cpu
+            "  {:<18} {:>10.0} {:>11.0} {:>9.0} {:>7.1} {:>7.0} {:>9.1} {:>9.0}  {spans:<24} {logs}",
+            setup.label(),
+            f.thread_cpu,
+            f.process_cpu,
+            f.wall,
+            f.allocs,
+            f.alloc_bytes,
+            f.peak_rss_mib,
+            f.shutdown_ms,
         );
     }
-    let (on, off) = (&figures[0].1, &figures[1].1);
-    println!(
-        "  ratio on/disabled: wall {:.0}x, thread CPU {:.0}x",
-        on.wall / off.wall,
-        on.thread_cpu / off.thread_cpu
-    );
+    let of = |s: Setup| {
+        figures
+            .iter()
+            .find(|(x, _)| *x == s)
+            .map(|(_, f)| f)
+            .expect("every setup measured")
+    };
+    let (ours, stock, off) = (of(Setup::Ours), of(Setup::Stock), of(Setup::Disabled));
+    for (name, other) in [("ours/stock", stock), ("ours/disabled", off)] {
+        println!(
+            "  {name:<14} thread CPU {:.2}x, process CPU {:.2}x",
+            ours.thread_cpu / other.thread_cpu,
+            ours.process_cpu / other.process_cpu
+        );
+    }
+    for (setup, f) in figures {
+        println!("  shutdown, {}: {}", setup.label(), f.note);
+    }
+}
+
+fn main() {
+    if let Some(setup) = std::env::var(CHILD_ENV)
+        .ok()
+        .as_deref()
+        .and_then(Setup::parse)
+    {
+        return child(setup);
+    }
+    let figures: Vec<(Setup, Figures)> = SETUPS.into_iter().map(|s| (s, in_child(s))).collect();
+    let runtime = runtime();
+    let _rt = runtime.enter();
+    let sink = runtime.block_on(OtlpSink::start()).expect("receiver");
+    criterion_runs(&sink);
+    print_table(&figures);
 }

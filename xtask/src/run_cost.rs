@@ -1,0 +1,320 @@
+//! `cargo xtask run-cost [--rows N] [--pairs K]`: what telemetry costs a whole bot run. A release
+//! invbot runs the same generated input K times exporting to the stack's collector and K times
+//! with OTEL_SDK_DISABLED=true, alternately, the console and the JSON log file off in both, each
+//! run with a fresh state directory (so no run replays another's transactions). For each run it
+//! takes the CPU (user + system) of the bot and of the inventory API it starts: the bot is left
+//! unreaped once it exits, so /proc still holds its own CPU time and that of the API it waited
+//! for. Then the medians on and off, their ratio, the extra CPU per transaction and the wall
+//! time ratio. The stack comes up for it and goes down after it, failed or not.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use crate::bot::{self, Profile};
+use crate::stack::{self, Ctx, ProcStat, Topology, url};
+
+/// What to run: rows of generated input, and how many on/off pairs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Options {
+    rows: u64,
+    pairs: u64,
+}
+
+impl Options {
+    const DEFAULT: Self = Self {
+        rows: 20_000,
+        pairs: 3,
+    };
+
+    fn parse(args: &[String]) -> Result<Self> {
+        let mut opts = Self::DEFAULT;
+        let mut args = args.iter();
+        while let Some(flag) = args.next() {
+            let target = match flag.as_str() {
+                "--rows" => &mut opts.rows,
+                "--pairs" => &mut opts.pairs,
+                other => bail!("run-cost takes --rows N and --pairs K, not {other:?}"),
+            };
+            *target = args
+                .next()
+                .and_then(|v| v.parse().ok())
+                .filter(|&n| n > 0)
+                .with_context(|| format!("{flag} needs a whole number above 0"))?;
+        }
+        Ok(opts)
+    }
+
+    /// How long one run may take before it is killed: generous for a slow, shared machine.
+    fn run_deadline(self) -> Duration {
+        Duration::from_secs(120) + Duration::from_millis(10 * self.rows)
+    }
+}
+
+pub(crate) fn run_cost(root: &Path, args: &[String]) -> Result<()> {
+    let opts = Options::parse(args)?;
+    let invbot = bot::build_with(root, Profile::Release)?;
+    let mut ctx = Ctx::new(root)?;
+    ctx.topology = Topology::Single;
+    stack::with_stack(&ctx, "run-cost", || measure(&ctx, &invbot, opts))
+}
+
+/// One run's figures.
+#[derive(Debug, Clone, PartialEq)]
+struct Run {
+    telemetry: bool,
+    wall_s: f64,
+    bot_cpu_s: f64,
+    api_cpu_s: f64,
+    /// Rows the run read (applied + failed + rejected), from its summary.
+    rows: u64,
+    /// The summary's telemetry line.
+    telemetry_line: String,
+}
+
+impl Run {
+    fn cpu_s(&self) -> f64 {
+        self.bot_cpu_s + self.api_cpu_s
+    }
+}
+
+fn measure(ctx: &Ctx, invbot: &Path, opts: Options) -> Result<()> {
+    let dir = ctx.state.join("run-cost");
+    // What earlier runs left (their databases) must not reach these.
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir)?;
+    let input = dir.join("input.csv");
+    bot::generate(
+        invbot,
+        &input,
+        &["--rows", &opts.rows.to_string(), "--seed", "5"],
+    )?;
+    eprintln!(
+        "xtask: run-cost: {} rows, {} runs with telemetry on and {} off, alternating",
+        opts.rows, opts.pairs, opts.pairs
+    );
+    let mut runs = Vec::new();
+    for n in 0..2 * opts.pairs {
+        let telemetry = n % 2 == 0;
+        let run = one_run(
+            invbot,
+            &input,
+            &dir.join(format!("run-{n}")),
+            telemetry,
+            opts,
+        )?;
+        eprintln!(
+            "xtask: run-cost: run {} (telemetry {}): {:.2} s CPU, {:.2} s wall",
+            n + 1,
+            on_off(telemetry),
+            run.cpu_s(),
+            run.wall_s
+        );
+        runs.push(run);
+    }
+    print!("{}", report(&runs));
+    Ok(())
+}
+
+fn on_off(telemetry: bool) -> &'static str {
+    if telemetry { "on" } else { "off" }
+}
+
+/// One `invbot run` of `input` with telemetry on or off, its state and output under `dir`.
+fn one_run(invbot: &Path, input: &Path, dir: &Path, telemetry: bool, opts: Options) -> Result<Run> {
+    fs::create_dir_all(dir)?;
+    let stdout = dir.join("summary.json");
+    let stderr = dir.join("stderr.log");
+    let start = Instant::now();
+    let mut child = Command::new(invbot)
+        .args(["run", "--json", "--no-progress", "--input"])
+        .arg(input)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(["--otlp-endpoint", url::COLLECTOR_OTLP])
+        .args(["--environment", "run-cost"])
+        .env("OTEL_SDK_DISABLED", (!telemetry).to_string())
+        .env("INV_LOG_FILE", "off")
+        .env("INV_LOG_CONSOLE", "false")
+        .env("INV_METRICS_ADDR", "off")
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&stdout)?)
+        .stderr(fs::File::create(&stderr)?)
+        .spawn()
+        .context("cannot run invbot")?;
+    let stat = match exited_unreaped(&child, start, opts.run_deadline()) {
+        Ok(stat) => stat,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e.context(format!(
+                "invbot run was killed; its errors: {}",
+                stderr.display()
+            )));
+        }
+    };
+    let wall_s = start.elapsed().as_secs_f64();
+    let status = child.wait().context("cannot wait for invbot")?;
+    // 0: all applied; 3: some rows failed or were rejected.
+    if !matches!(status.code(), Some(0 | 3)) {
+        bail!(
+            "invbot run failed ({status}): {}",
+            fs::read_to_string(&stderr).unwrap_or_default()
+        );
+    }
+    let summary: Value = serde_json::from_slice(&fs::read(&stdout)?)
+        .with_context(|| format!("invbot printed no JSON summary in {}", stdout.display()))?;
+    let rows = summary["rows_read"]
+        .as_u64()
+        .context("the summary has no rows_read")?;
+    if stat.children_cpu_s == 0.0 {
+        eprintln!(
+            "xtask: run-cost: warning: no CPU time of the API process: the bot did not wait for it"
+        );
+    }
+    // The run's database is no longer needed, and the next run starts without it anyway.
+    let _ = fs::remove_dir_all(dir.join("state"));
+    Ok(Run {
+        telemetry,
+        wall_s,
+        bot_cpu_s: stat.cpu_s,
+        api_cpu_s: stat.children_cpu_s,
+        rows,
+        telemetry_line: summary["telemetry"].as_str().unwrap_or_default().to_owned(),
+    })
+}
+
+/// Waits for `child` to exit without reaping it: until it is reaped, /proc keeps its CPU time and
+/// that of the API process it waited for.
+fn exited_unreaped(child: &Child, start: Instant, deadline: Duration) -> Result<ProcStat> {
+    loop {
+        let stat = ProcStat::of(child.id())?;
+        if stat.state == 'Z' {
+            return Ok(stat);
+        }
+        if start.elapsed() > deadline {
+            bail!("invbot run did not finish within {deadline:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// The per-run table, then the medians on and off and what they make.
+fn report(runs: &[Run]) -> String {
+    let mut out = format!(
+        "\n{:>3}  {:<9} {:>7} {:>9} {:>9} {:>7} {:>7}  summary's telemetry line\n",
+        "run", "telemetry", "wall s", "bot CPU s", "API CPU s", "CPU s", "rows"
+    );
+    for (n, r) in runs.iter().enumerate() {
+        out.push_str(&format!(
+            "{:>3}  {:<9} {:>7.2} {:>9.2} {:>9.2} {:>7.2} {:>7}  {}\n",
+            n + 1,
+            on_off(r.telemetry),
+            r.wall_s,
+            r.bot_cpu_s,
+            r.api_cpu_s,
+            r.cpu_s(),
+            r.rows,
+            r.telemetry_line
+        ));
+    }
+    let of = |on: bool, figure: fn(&Run) -> f64| {
+        median(
+            runs.iter()
+                .filter(|r| r.telemetry == on)
+                .map(figure)
+                .collect(),
+        )
+    };
+    let rows = median(runs.iter().map(|r| r.rows as f64).collect());
+    let (cpu_on, cpu_off) = (of(true, Run::cpu_s), of(false, Run::cpu_s));
+    let (wall_on, wall_off) = (of(true, |r| r.wall_s), of(false, |r| r.wall_s));
+    out.push_str(&format!(
+        "\nmedians, on vs off: CPU {cpu_on:.2} s vs {cpu_off:.2} s (bot {:.2} vs {:.2}, API {:.2} \
+         vs {:.2}): {:.2}x, {:.0} µs more CPU per transaction ({rows:.0} rows); wall {wall_on:.2} s \
+         vs {wall_off:.2} s: {:.2}x\n",
+        of(true, |r| r.bot_cpu_s),
+        of(false, |r| r.bot_cpu_s),
+        of(true, |r| r.api_cpu_s),
+        of(false, |r| r.api_cpu_s),
+        cpu_on / cpu_off,
+        (cpu_on - cpu_off) / rows * 1e6,
+        wall_on / wall_off,
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn options_default_and_take_both_flags() {
+        assert_eq!(Options::parse(&[]).expect("defaults"), Options::DEFAULT);
+        assert_eq!(
+            Options::parse(&args(&["--pairs", "5", "--rows", "1000"])).expect("both flags"),
+            Options {
+                rows: 1000,
+                pairs: 5
+            }
+        );
+        for bad in [
+            &["--rows"][..],
+            &["--rows", "0"],
+            &["--pairs", "many"],
+            &["--topology", "gateway"],
+        ] {
+            assert!(Options::parse(&args(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(Vec::new()).is_nan());
+    }
+
+    #[test]
+    fn report_gives_the_ratio_and_the_extra_cpu_per_transaction() {
+        let run = |telemetry, bot_cpu_s, wall_s| Run {
+            telemetry,
+            wall_s,
+            bot_cpu_s,
+            api_cpu_s: 1.0,
+            rows: 10_000,
+            telemetry_line: String::new(),
+        };
+        let runs = [
+            run(true, 3.0, 6.0),
+            run(false, 1.0, 4.0),
+            run(true, 5.0, 6.0),
+            run(false, 1.0, 4.0),
+        ];
+        let text = report(&runs);
+        // On: median CPU (4 + 6) / 2 = 5 s; off: 2 s; 3 s over 10,000 rows = 300 µs each.
+        assert!(
+            text.contains("CPU 5.00 s vs 2.00 s (bot 4.00 vs 1.00, API 1.00 vs 1.00): 2.50x"),
+            "{text}"
+        );
+        assert!(text.contains("300 µs more CPU per transaction"), "{text}");
+        assert!(text.contains("wall 6.00 s vs 4.00 s: 1.50x"), "{text}");
+    }
+}
