@@ -238,7 +238,10 @@ impl Sender {
                 if c.uses_tls() {
                     endpoint = endpoint.tls_config(tonic_tls(&c.tls)).map_err(invalid)?;
                 }
-                let mut grpc = tonic::client::Grpc::new(endpoint.connect_lazy());
+                // The collector (grpc-go) gzips its answer to a gzipped request, whatever the
+                // request accepts; only the e2e auth check against it shows this.
+                let mut grpc = tonic::client::Grpc::new(endpoint.connect_lazy())
+                    .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
                 if c.compression == Compression::Gzip {
                     grpc = grpc.send_compressed(tonic::codec::CompressionEncoding::Gzip);
                 }
