@@ -13,8 +13,8 @@ use opentelemetry_sdk::logs::{LogBatch, LogExporter, SdkLogRecord, SdkLogger, Sd
 
 use crate::export::{ExportHealth, Signal, watched};
 use crate::hotpath::layer::{LogItem, Plain, severity};
-use crate::hotpath::otlp::{Encoded, Encoder};
-use crate::hotpath::queue::{Queue, Sink};
+use crate::hotpath::otlp::Encoder;
+use crate::hotpath::queue::{Encode, Queue, Transport};
 use crate::transport::{Sender, Service};
 use crate::{ExportConfig, ExporterKind, InitError};
 
@@ -30,17 +30,16 @@ pub(crate) fn init_logs(
         ExporterKind::Otlp => {
             let sender = watched(Signal::Logs, Sender::new(s, Service::Logs), s, health)?;
             // Scopes are the records' targets, as the SDK's exporter names them.
-            let sink = Encoded {
-                encoder: Encoder::new(resource, "", None),
-                sender,
-            };
-            Some(Queue::start(
+            let encoder = Encoder::new(resource, "", None);
+            let queue = Queue::start(
                 Signal::Logs,
                 c.log_batch,
-                sink,
+                encoder,
+                sender,
                 runtime.clone(),
                 health,
-            ))
+            );
+            Some(queue)
         }
         ExporterKind::Console => {
             let console = Ok(opentelemetry_stdout::LogExporter::default());
@@ -61,31 +60,46 @@ fn queue(
     exporter.set_resource(resource);
     // The appender bridge's scope: no name.
     let scope = InstrumentationScope::builder("").build();
-    let sink = Logs {
-        exporter,
+    let encoder = Logs {
         // Only for its records: the SDK makes them through a logger alone.
         logger: SdkLoggerProvider::builder()
             .build()
             .logger_with_scope(scope.clone()),
-        scope,
     };
-    Queue::start(Signal::Logs, c.log_batch, sink, runtime.clone(), health)
+    let transport = Exporter { exporter, scope };
+    Queue::start(
+        Signal::Logs,
+        c.log_batch,
+        encoder,
+        transport,
+        runtime.clone(),
+        health,
+    )
 }
 
-/// The export thread's end of the log records' queue.
-struct Logs<E> {
-    exporter: E,
+/// The SDK's log records for an exporter that takes them (the console).
+struct Logs {
     logger: SdkLogger,
+}
+
+impl Encode<LogItem> for Logs {
+    type Request = Vec<SdkLogRecord>;
+
+    fn encode(&mut self, batch: &mut Vec<LogItem>) -> Vec<SdkLogRecord> {
+        batch.drain(..).map(|i| self.record(i)).collect()
+    }
+}
+
+/// An SDK log exporter as the queue's transport.
+struct Exporter<E> {
+    exporter: E,
     scope: InstrumentationScope,
 }
 
-impl<E: LogExporter + 'static> Sink<LogItem> for Logs<E> {
-    fn export(&mut self, batch: &mut Vec<LogItem>) -> impl Future<Output = OTelSdkResult> {
-        let records: Vec<SdkLogRecord> = batch.drain(..).map(|i| self.record(i)).collect();
-        async move {
-            let pairs: Vec<_> = records.iter().map(|r| (r, &self.scope)).collect();
-            self.exporter.export(LogBatch::new(&pairs)).await
-        }
+impl<E: LogExporter + 'static> Transport<Vec<SdkLogRecord>> for Exporter<E> {
+    async fn send(&self, records: Vec<SdkLogRecord>, _: usize) -> OTelSdkResult {
+        let pairs: Vec<_> = records.iter().map(|r| (r, &self.scope)).collect();
+        self.exporter.export(LogBatch::new(&pairs)).await
     }
 
     fn shutdown(&mut self, timeout: Duration) -> OTelSdkResult {
@@ -93,7 +107,7 @@ impl<E: LogExporter + 'static> Sink<LogItem> for Logs<E> {
     }
 }
 
-impl<E> Logs<E> {
+impl Logs {
     fn record(&self, item: LogItem) -> SdkLogRecord {
         let mut r = self.logger.create_log_record();
         r.set_observed_timestamp(item.observed);

@@ -13,8 +13,8 @@ use opentelemetry_sdk::trace::{Sampler, SpanData, SpanEvents, SpanExporter, Span
 
 use crate::export::{ExportHealth, Signal, watched};
 use crate::hotpath::layer::{FinishedSpan, Plain};
-use crate::hotpath::otlp::{Encoded, Encoder};
-use crate::hotpath::queue::{Queue, Sink};
+use crate::hotpath::otlp::Encoder;
+use crate::hotpath::queue::{Encode, Queue, Transport};
 use crate::transport::{Sender, Service};
 use crate::{ExportConfig, ExporterKind, InitError, SamplerConfig};
 
@@ -31,11 +31,15 @@ pub(crate) fn init_traces(
     Ok(match s.exporter {
         ExporterKind::Otlp => {
             let sender = watched(Signal::Traces, Sender::new(s, Service::Traces), s, health)?;
-            let sink = Encoded {
-                encoder: Encoder::new(resource, scope, c.span_limits.attribute_value_length),
+            let encoder = Encoder::new(resource, scope, c.span_limits.attribute_value_length);
+            let q = Queue::start(
+                Signal::Traces,
+                c.span_batch,
+                encoder,
                 sender,
-            };
-            let q = Queue::start(Signal::Traces, c.span_batch, sink, runtime.clone(), health);
+                runtime.clone(),
+                health,
+            );
             Some(q)
         }
         ExporterKind::Console => {
@@ -56,33 +60,49 @@ fn queue(
     runtime: &tokio::runtime::Handle,
 ) -> Arc<Queue<FinishedSpan>> {
     exporter.set_resource(resource);
-    let sink = Spans {
-        exporter,
+    let encoder = Spans {
         scope: InstrumentationScope::builder(scope.to_owned()).build(),
         value_length_limit: c.span_limits.attribute_value_length,
     };
-    Queue::start(Signal::Traces, c.span_batch, sink, runtime.clone(), health)
+    let transport = Exporter(exporter);
+    Queue::start(
+        Signal::Traces,
+        c.span_batch,
+        encoder,
+        transport,
+        runtime.clone(),
+        health,
+    )
 }
 
-/// The export thread's end of the spans' queue.
-struct Spans<E> {
-    exporter: E,
+/// The SDK's `SpanData` for an exporter that takes it (the console).
+struct Spans {
     scope: InstrumentationScope,
     value_length_limit: Option<usize>,
 }
 
-impl<E: SpanExporter + 'static> Sink<FinishedSpan> for Spans<E> {
-    fn export(&mut self, batch: &mut Vec<FinishedSpan>) -> impl Future<Output = OTelSdkResult> {
-        let spans = batch.drain(..).map(|s| self.span_data(s)).collect();
-        self.exporter.export(spans)
-    }
+impl Encode<FinishedSpan> for Spans {
+    type Request = Vec<SpanData>;
 
-    fn shutdown(&mut self, timeout: Duration) -> OTelSdkResult {
-        self.exporter.shutdown_with_timeout(timeout)
+    fn encode(&mut self, batch: &mut Vec<FinishedSpan>) -> Vec<SpanData> {
+        batch.drain(..).map(|s| self.span_data(s)).collect()
     }
 }
 
-impl<E> Spans<E> {
+/// An SDK span exporter as the queue's transport.
+struct Exporter<E>(E);
+
+impl<E: SpanExporter + 'static> Transport<Vec<SpanData>> for Exporter<E> {
+    fn send(&self, spans: Vec<SpanData>, _: usize) -> impl Future<Output = OTelSdkResult> {
+        self.0.export(spans)
+    }
+
+    fn shutdown(&mut self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+}
+
+impl Spans {
     fn span_data(&self, span: FinishedSpan) -> SpanData {
         let limit = self.value_length_limit;
         let name = Cow::Owned(span.name().to_owned());

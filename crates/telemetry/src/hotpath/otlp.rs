@@ -15,7 +15,7 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 
 use super::layer::{FinishedSpan, LogItem, Plain, severity};
-use super::queue::Sink;
+use super::queue::{Encode, Transport};
 use crate::export::Watched;
 use crate::transport::Sender;
 
@@ -119,38 +119,30 @@ impl Encoder {
     }
 }
 
-/// The export thread's end of a queue that exports over OTLP: encode, send, count.
-pub(crate) struct Encoded {
-    pub(crate) encoder: Encoder,
-    pub(crate) sender: Watched<Sender>,
-}
+impl Encode<FinishedSpan> for Encoder {
+    type Request = Vec<u8>;
 
-impl Encoded {
-    async fn send(&self, items: usize, body: Vec<u8>) -> OTelSdkResult {
-        let sender = self.sender.inner();
-        self.sender.watch(items as u64, sender.send(body)).await
-    }
-}
-
-impl Sink<FinishedSpan> for Encoded {
-    fn export(&mut self, batch: &mut Vec<FinishedSpan>) -> impl Future<Output = OTelSdkResult> {
-        let body = self.encoder.spans(batch);
-        let items = batch.len();
+    fn encode(&mut self, batch: &mut Vec<FinishedSpan>) -> Vec<u8> {
+        let request = self.spans(batch);
         batch.clear();
-        self.send(items, body)
-    }
-
-    fn shutdown(&mut self, _: Duration) -> OTelSdkResult {
-        Ok(())
+        request
     }
 }
 
-impl Sink<LogItem> for Encoded {
-    fn export(&mut self, batch: &mut Vec<LogItem>) -> impl Future<Output = OTelSdkResult> {
-        let body = self.encoder.logs(batch);
-        let items = batch.len();
+impl Encode<LogItem> for Encoder {
+    type Request = Vec<u8>;
+
+    fn encode(&mut self, batch: &mut Vec<LogItem>) -> Vec<u8> {
+        let request = self.logs(batch);
         batch.clear();
-        self.send(items, body)
+        request
+    }
+}
+
+/// The OTLP sender, its outcomes counted, as the queue's transport.
+impl Transport<Vec<u8>> for Watched<Sender> {
+    fn send(&self, request: Vec<u8>, items: usize) -> impl Future<Output = OTelSdkResult> {
+        self.watch(items as u64, self.inner().send(request))
     }
 
     fn shutdown(&mut self, _: Duration) -> OTelSdkResult {

@@ -1,51 +1,68 @@
 //! The hand-off between the instrumented threads and one signal's exporter: per-thread shards
-//! that fill a batch under an uncontended lock, and one export thread that takes whole batches.
+//! that fill a batch under an uncontended lock, an encoding thread that takes whole batches,
+//! and a sending thread that delivers the encoded requests one after the other.
 //!
 //! Per item the caller pays a lock, a push and an unlock on its own shard; once per
-//! `max_export_batch_size` items it swaps the full batch out and sends it to the export thread.
-//! The export thread also sweeps the shards every `scheduled_delay`, so a quiet thread's
-//! half-full batch does not wait for more items. The bound (`max_queue_size`) covers the batches
-//! handed over and not yet exported; a batch that does not fit is dropped whole and counted.
+//! `max_export_batch_size` items it swaps the full batch out and sends it to the encoding
+//! thread, which also sweeps the shards every `scheduled_delay`, so a quiet thread's half-full
+//! batch does not wait for more items. Encoding as soon as a batch arrives keeps what waits for
+//! a slow collector compact (the OTLP bytes, a third of the items' size). The bound
+//! (`max_queue_size`) covers the items handed over and not yet delivered; a batch that does not
+//! fit is dropped whole and counted.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 
 use crate::BatchSettings;
 use crate::export::{ExportHealth, Signal, lock};
 
-/// Where the export thread sends a batch: one signal's exporter, with the conversion from the
-/// items the hot path recorded to what the exporter takes.
-pub(crate) trait Sink<T>: Send + 'static {
-    /// Exports the items of `batch`, leaving it empty (its allocation goes back to the shards).
-    fn export(&mut self, batch: &mut Vec<T>) -> impl Future<Output = OTelSdkResult>;
+/// What the encoding thread makes of a batch: the request the transport sends.
+pub(crate) trait Encode<T>: Send + 'static {
+    type Request: Send + 'static;
+
+    /// Encodes the items of `batch`, leaving it empty (its allocation goes back to the shards).
+    fn encode(&mut self, batch: &mut Vec<T>) -> Self::Request;
+}
+
+/// Where the sending thread delivers requests: one signal's exporter.
+pub(crate) trait Transport<R>: Send + 'static {
+    /// Sends one request of `items` items; the outcome is counted by the exporter's wrapper.
+    fn send(&self, request: R, items: usize) -> impl Future<Output = OTelSdkResult>;
     fn shutdown(&mut self, timeout: Duration) -> OTelSdkResult;
 }
 
 enum Msg<T> {
     Batch(Vec<T>),
-    /// Sweep every shard, export everything, answer; then stop if `stop`.
-    Drain {
-        stop: bool,
-        timeout: Duration,
-        done: mpsc::Sender<OTelSdkResult>,
-    },
+    /// Sweep every shard, deliver everything, answer; then stop if `stop`.
+    Drain(Drain),
+}
+
+struct Drain {
+    stop: bool,
+    timeout: Duration,
+    done: mpsc::Sender<OTelSdkResult>,
+}
+
+enum Out<R> {
+    Request(R, usize),
+    Drain(Drain),
 }
 
 /// One signal's queue, shared by every thread that records into it.
 pub(crate) struct Queue<T> {
     shards: Box<[Mutex<Vec<T>>]>,
-    /// Exported batches' allocations, for the shards to fill again: a batch is large enough for
+    /// Encoded batches' allocations, for the shards to fill again: a batch is large enough for
     /// the allocator to map fresh pages for each one, which the caller would pay for.
     spare: Mutex<Vec<Vec<T>>>,
     batch_size: usize,
     max_queued: usize,
-    /// Items handed to the export thread and not exported yet.
+    /// Items handed to the encoding thread and not delivered yet.
     queued: Arc<AtomicUsize>,
-    /// A batch was dropped for want of room since the export thread last looked; it says so
+    /// A batch was dropped for want of room since the encoding thread last looked; it says so
     /// (the caller's thread is inside its subscriber and cannot log).
     overflowed: AtomicBool,
     to_worker: Mutex<Option<mpsc::Sender<Msg<T>>>>,
@@ -63,12 +80,13 @@ impl<T> std::fmt::Debug for Queue<T> {
 }
 
 impl<T: Send + 'static> Queue<T> {
-    /// Starts the export thread; `runtime` runs the exporter's futures (tonic and hyper need
-    /// tokio's reactor).
-    pub(crate) fn start(
+    /// Starts the encoding and sending threads; `runtime` runs the transport's futures (tonic
+    /// and hyper need tokio's reactor).
+    pub(crate) fn start<E: Encode<T>>(
         signal: Signal,
         settings: BatchSettings,
-        sink: impl Sink<T>,
+        encoder: E,
+        transport: impl Transport<E::Request>,
         runtime: tokio::runtime::Handle,
         health: &Arc<ExportHealth>,
     ) -> Arc<Self> {
@@ -88,20 +106,29 @@ impl<T: Send + 'static> Queue<T> {
             signal,
             health: health.clone(),
         });
-        let worker = Worker {
+        let (to_sender, from_encoder) = mpsc::channel();
+        let encoding = Encoding {
             queue: Arc::downgrade(&queue),
-            queued: queue.queued.clone(),
-            sink,
-            runtime,
+            encoder,
+            to_sender,
             batch_size,
             delay: settings.scheduled_delay,
         };
-        let name = format!("telemetry-{}", signal.name());
-        if let Err(e) = std::thread::Builder::new()
-            .name(name)
-            .spawn(move || worker.run(&rx))
-        {
-            health.warn_once(signal, &format!("cannot start the export thread: {e}"));
+        let sending = Sending {
+            transport,
+            queued: queue.queued.clone(),
+            runtime,
+        };
+        let spawn = |role: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(format!("telemetry-{}-{role}", signal.name()))
+                .spawn(f)
+                .map(drop)
+        };
+        let started = spawn("encode", Box::new(move || encoding.run(&rx)))
+            .and_then(|()| spawn("send", Box::new(move || sending.run(&from_encoder))));
+        if let Err(e) = started {
+            health.warn_once(signal, &format!("cannot start the export threads: {e}"));
         }
         queue
     }
@@ -119,8 +146,8 @@ impl<T: Send + 'static> Queue<T> {
         }
     }
 
-    /// Counts `batch` in and sends it to the export thread, or drops it (counted) when the
-    /// queue is full or the export thread is gone.
+    /// Counts `batch` in and sends it to the encoding thread, or drops it (counted) when the
+    /// queue is full or the export threads are gone.
     fn hand_off(&self, batch: Vec<T>) {
         let n = batch.len();
         self.health.taken(self.signal, n as u64);
@@ -154,7 +181,7 @@ impl<T: Send + 'static> Queue<T> {
             .unwrap_or_else(|| Vec::with_capacity(self.batch_size))
     }
 
-    /// Every shard's items, in batches, for the export thread's sweep.
+    /// Every shard's items, for the encoding thread's sweep.
     fn sweep(&self) -> Vec<Vec<T>> {
         let mut batches = Vec::new();
         for shard in &self.shards {
@@ -171,16 +198,15 @@ impl<T: Send + 'static> Queue<T> {
         batches
     }
 
-    /// Exports everything recorded so far and waits (at most `timeout`) for it; with `stop`,
-    /// also shuts the exporter down and ends the export thread.
+    /// Delivers everything recorded so far and waits (at most `timeout`) for it; with `stop`,
+    /// also shuts the exporter down and ends the export threads.
     pub(crate) fn drain(&self, stop: bool, timeout: Duration) -> OTelSdkResult {
-        use opentelemetry_sdk::error::OTelSdkError;
         let (done, answer) = mpsc::channel();
-        let msg = Msg::Drain {
+        let msg = Msg::Drain(Drain {
             stop,
             timeout,
             done,
-        };
+        });
         let mut to_worker = lock(&self.to_worker);
         let sent = to_worker.as_ref().is_some_and(|tx| tx.send(msg).is_ok());
         if stop {
@@ -205,17 +231,17 @@ fn shard_index() -> usize {
     SHARD.with(|s| *s)
 }
 
-struct Worker<T, S> {
+/// The encoding thread: batches in, requests out.
+struct Encoding<T, E: Encode<T>> {
     /// Weak: the queue lives as long as the layer that records into it.
-    queue: std::sync::Weak<Queue<T>>,
-    queued: Arc<AtomicUsize>,
-    sink: S,
-    runtime: tokio::runtime::Handle,
+    queue: Weak<Queue<T>>,
+    encoder: E,
+    to_sender: mpsc::Sender<Out<E::Request>>,
     batch_size: usize,
     delay: Duration,
 }
 
-impl<T: Send + 'static, S: Sink<T>> Worker<T, S> {
+impl<T: Send + 'static, E: Encode<T>> Encoding<T, E> {
     fn run(mut self, rx: &mpsc::Receiver<Msg<T>>) {
         let mut next_sweep = Instant::now() + self.delay;
         loop {
@@ -225,19 +251,11 @@ impl<T: Send + 'static, S: Sink<T>> Worker<T, S> {
                 queue.health.queue_full(queue.signal, queue.max_queued);
             }
             match rx.recv_timeout(next_sweep.saturating_duration_since(Instant::now())) {
-                Ok(Msg::Batch(batch)) => self.export(batch),
-                Ok(Msg::Drain {
-                    stop,
-                    timeout,
-                    done,
-                }) => {
+                Ok(Msg::Batch(batch)) => self.encode(batch),
+                Ok(Msg::Drain(drain)) => {
                     self.sweep();
-                    let result = if stop {
-                        self.sink.shutdown(timeout)
-                    } else {
-                        Ok(())
-                    };
-                    let _ = done.send(result);
+                    let stop = drain.stop;
+                    let _ = self.to_sender.send(Out::Drain(drain));
                     if stop {
                         return;
                     }
@@ -251,29 +269,62 @@ impl<T: Send + 'static, S: Sink<T>> Worker<T, S> {
         }
     }
 
-    /// Exports the items still in the shards, in batches of at most `batch_size`.
+    /// Encodes the items still in the shards, in batches of at most `batch_size`.
     fn sweep(&mut self) {
         let Some(queue) = self.queue.upgrade() else {
             return;
         };
-        let mut pending = queue.sweep();
+        let pending = queue.sweep();
         drop(queue);
-        for mut items in pending.drain(..) {
+        for mut items in pending {
             while items.len() > self.batch_size {
                 let rest = items.split_off(self.batch_size);
-                self.export(std::mem::replace(&mut items, rest));
+                self.encode(std::mem::replace(&mut items, rest));
             }
-            self.export(items);
+            self.encode(items);
         }
     }
 
-    fn export(&mut self, mut batch: Vec<T>) {
+    fn encode(&mut self, mut batch: Vec<T>) {
         let n = batch.len();
-        // The outcome is counted by the exporter (see export.rs' Watched).
-        let _ = self.runtime.block_on(self.sink.export(&mut batch));
-        self.queued.fetch_sub(n, Relaxed);
+        let request = self.encoder.encode(&mut batch);
         if let Some(queue) = self.queue.upgrade() {
             queue.recycle(batch);
+        }
+        let _ = self.to_sender.send(Out::Request(request, n));
+    }
+}
+
+/// The sending thread: one request at a time, each counted out of the queue once sent.
+struct Sending<P> {
+    transport: P,
+    queued: Arc<AtomicUsize>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl<P> Sending<P> {
+    fn run<R>(mut self, rx: &mpsc::Receiver<Out<R>>)
+    where
+        P: Transport<R>,
+    {
+        while let Ok(out) = rx.recv() {
+            match out {
+                Out::Request(request, n) => {
+                    let _ = self.runtime.block_on(self.transport.send(request, n));
+                    self.queued.fetch_sub(n, Relaxed);
+                }
+                Out::Drain(drain) => {
+                    let result = if drain.stop {
+                        self.transport.shutdown(drain.timeout)
+                    } else {
+                        Ok(())
+                    };
+                    let _ = drain.done.send(result);
+                    if drain.stop {
+                        return;
+                    }
+                }
+            }
         }
     }
 }
