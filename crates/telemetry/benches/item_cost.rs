@@ -18,7 +18,8 @@
 //! binary again, so that no setup inherits another's heap, threads or callsite cache), and reports
 //! per item: the CPU of the instrumented thread (`cpu_time::ThreadTime`); the CPU of the whole
 //! process from the first item until the providers' shutdown has returned, export and the
-//! receiver's decoding included (an upper bound of what telemetry costs the process); the wall
+//! receiver's decoding included, and the same without the receiver's threads (it has a runtime
+//! of its own; its work is a collector's, in another process in production); the wall
 //! time of the burst; the heap allocations and bytes that the instrumented thread made in the
 //! burst (a counting global allocator, per thread); the peak RSS above the RSS before the burst
 //! (VmHWM, reset through /proc/self/clear_refs); and how many spans and log records the receiver
@@ -324,6 +325,8 @@ struct Figures {
     thread_cpu: f64,
     /// CPU of the whole process until the providers' shutdown returned, ns.
     process_cpu: f64,
+    /// Of that, the in-process receiver's threads (decoding what arrives; a collector's work), ns.
+    receiver_cpu: f64,
     /// Wall time of the burst, ns.
     wall: f64,
     /// Heap allocations (alloc and realloc calls) of the instrumented thread.
@@ -345,9 +348,10 @@ impl Figures {
     /// One line for the parent process: the numbers, a tab, the note.
     fn to_line(&self) -> String {
         format!(
-            "{} {} {} {} {} {} {} {} {}\t{}",
+            "{} {} {} {} {} {} {} {} {} {}\t{}",
             self.thread_cpu,
             self.process_cpu,
+            self.receiver_cpu,
             self.wall,
             self.allocs,
             self.alloc_bytes,
@@ -369,6 +373,7 @@ impl Figures {
         let [
             thread_cpu,
             process_cpu,
+            receiver_cpu,
             wall,
             allocs,
             alloc_bytes,
@@ -383,6 +388,7 @@ impl Figures {
         Some(Self {
             thread_cpu,
             process_cpu,
+            receiver_cpu,
             wall,
             allocs,
             alloc_bytes,
@@ -434,19 +440,23 @@ fn fixed_run(setup: Setup, sink: &OtlpSink) -> Figures {
     let wired = setup.build(&sink.endpoint());
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
-        let tally = s.spawn(|| {
-            let (mut spans, mut logs) = (0, 0);
-            while !stop.load(Ordering::Relaxed) {
-                let (sp, lg) = take_delivered(sink);
-                (spans, logs) = (spans + sp, logs + lg);
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            (spans, logs)
-        });
+        let tally = std::thread::Builder::new()
+            .name(format!("{RECEIVER}-tally"))
+            .spawn_scoped(s, || {
+                let (mut spans, mut logs) = (0, 0);
+                while !stop.load(Ordering::Relaxed) {
+                    let (sp, lg) = take_delivered(sink);
+                    (spans, logs) = (spans + sp, logs + lg);
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                (spans, logs)
+            })
+            .expect("the tally thread");
         let rss_before = status_kib("VmRSS");
         // "5" resets the peak RSS to the current RSS (Linux 4.0 and later).
         let peak_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
         let process = cpu_time::ProcessTime::now();
+        let receiver = receiver_ticks();
         let start = Instant::now();
         let (thread_cpu, allocs) = tracing::dispatcher::with_default(&wired.dispatch, || {
             let thread = cpu_time::ThreadTime::now();
@@ -460,6 +470,7 @@ fn fixed_run(setup: Setup, sink: &OtlpSink) -> Figures {
         let wall = start.elapsed();
         let note = wired.shutdown();
         let process_cpu = process.elapsed();
+        let receiver_cpu = ticks_to_duration(receiver_ticks().saturating_sub(receiver));
         let shutdown = start.elapsed() - wall;
         let peak_rss_mib = match (peak_reset, rss_before, status_kib("VmHWM")) {
             (true, Some(before), Some(peak)) => peak.saturating_sub(before) as f64 / 1024.0,
@@ -472,6 +483,7 @@ fn fixed_run(setup: Setup, sink: &OtlpSink) -> Figures {
         Figures {
             thread_cpu: per_item(thread_cpu),
             process_cpu: per_item(process_cpu),
+            receiver_cpu: per_item(receiver_cpu),
             wall: per_item(wall),
             allocs: (allocs.allocs + allocs.reallocs) as f64 / ITEMS as f64,
             alloc_bytes: allocs.bytes_allocated as f64 / ITEMS as f64,
@@ -484,21 +496,56 @@ fn fixed_run(setup: Setup, sink: &OtlpSink) -> Figures {
     })
 }
 
-/// The tokio runtime the exporters and the receiver run on; the instrumented thread is not one
-/// of its workers.
-fn runtime() -> tokio::runtime::Runtime {
+/// The name the receiver's threads start with, so that their CPU can be told apart.
+const RECEIVER: &str = "receiver";
+
+/// CPU ticks (user + system) of this process's receiver threads so far.
+fn receiver_ticks() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+        .filter_map(|stat| {
+            // "tid (comm) state ppid ...": utime and stime are the 11th and 12th after state.
+            let (head, rest) = stat.rsplit_once(") ")?;
+            head.split_once(" (")?
+                .1
+                .starts_with(RECEIVER)
+                .then_some(())?;
+            let f: Vec<i64> = rest
+                .split(' ')
+                .skip(1)
+                .map_while(|x| x.parse().ok())
+                .collect();
+            u64::try_from(f.get(10)? + f.get(11)?).ok()
+        })
+        .sum()
+}
+
+/// Linux counts thread CPU in ticks of 1/100 s (USER_HZ).
+fn ticks_to_duration(ticks: u64) -> Duration {
+    Duration::from_millis(ticks * 10)
+}
+
+/// A tokio runtime of one worker; the instrumented thread is not one of its workers.
+fn runtime(name: &str) -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
+        .thread_name(name)
         .enable_all()
         .build()
         .expect("runtime")
 }
 
-/// In a child process: measure one setup and print its figures for the parent.
+/// In a child process: measure one setup and print its figures for the parent. The receiver
+/// has a runtime of its own, so that its CPU (a collector's, elsewhere) can be subtracted.
 fn child(setup: Setup) {
-    let runtime = runtime();
-    let _rt = runtime.enter();
-    let sink = runtime.block_on(OtlpSink::start()).expect("receiver");
+    let receiver = runtime(RECEIVER);
+    let exporter = runtime("exporter");
+    let _rt = exporter.enter();
+    let sink = receiver.block_on(OtlpSink::start()).expect("receiver");
     let figures = fixed_run(setup, &sink);
     println!("{CHILD_PREFIX}{}", figures.to_line());
 }
@@ -572,10 +619,11 @@ fn print_table(figures: &[(Setup, Figures)]) {
          1 counter add, 1 histogram record), each setup in its own process:"
     );
     println!(
-        "  {:<18} {:>10} {:>11} {:>9} {:>7} {:>7} {:>9} {:>9}  {:<24} log records received",
+        "  {:<18} {:>10} {:>11} {:>13} {:>9} {:>7} {:>7} {:>9} {:>9}  {:<24} log records received",
         "",
         "thread CPU",
         "process CPU",
+        "w/o receiver",
         "wall",
         "allocs",
         "bytes",
@@ -584,8 +632,8 @@ fn print_table(figures: &[(Setup, Figures)]) {
         "spans received"
     );
     println!(
-        "  {:<18} {:>10} {:>11} {:>9} {:>7} {:>7} {:>9} {:>9}",
-        "", "ns", "ns", "ns", "", "", "+MiB", "ms"
+        "  {:<18} {:>10} {:>11} {:>13} {:>9} {:>7} {:>7} {:>9} {:>9}",
+        "", "ns", "ns", "ns", "ns", "", "", "+MiB", "ms"
     );
     for (setup, f) in figures {
         let (spans, logs) = if setup.exports() {
@@ -597,10 +645,11 @@ fn print_table(figures: &[(Setup, Figures)]) {
             ("-".to_owned(), "-".to_owned())
         };
         println!(
-            "  {:<18} {:>10.0} {:>11.0} {:>9.0} {:>7.1} {:>7.0} {:>9.1} {:>9.0}  {spans:<24} {logs}",
+            "  {:<18} {:>10.0} {:>11.0} {:>13.0} {:>9.0} {:>7.1} {:>7.0} {:>9.1} {:>9.0}  {spans:<24} {logs}",
             setup.label(),
             f.thread_cpu,
             f.process_cpu,
+            f.process_cpu - f.receiver_cpu,
             f.wall,
             f.allocs,
             f.alloc_bytes,
@@ -618,9 +667,10 @@ fn print_table(figures: &[(Setup, Figures)]) {
     let (ours, stock, off) = (of(Setup::Ours), of(Setup::Stock), of(Setup::Disabled));
     for (name, other) in [("ours/stock", stock), ("ours/disabled", off)] {
         println!(
-            "  {name:<14} thread CPU {:.2}x, process CPU {:.2}x",
+            "  {name:<14} thread CPU {:.2}x, process CPU {:.2}x, without the receiver {:.2}x",
             ours.thread_cpu / other.thread_cpu,
-            ours.process_cpu / other.process_cpu
+            ours.process_cpu / other.process_cpu,
+            (ours.process_cpu - ours.receiver_cpu) / (other.process_cpu - other.receiver_cpu)
         );
     }
     for (setup, f) in figures {
@@ -637,7 +687,7 @@ fn main() {
         return child(setup);
     }
     let figures: Vec<(Setup, Figures)> = SETUPS.into_iter().map(|s| (s, in_child(s))).collect();
-    let runtime = runtime();
+    let runtime = runtime("exporter");
     let _rt = runtime.enter();
     let sink = runtime.block_on(OtlpSink::start()).expect("receiver");
     criterion_runs(&sink);
