@@ -184,15 +184,21 @@ fn span_message(buf: &mut Vec<u8>, span: &FinishedSpan, limit: Option<usize>) {
         put_len_field(buf, 11, &e);
     }
     put_uint(buf, 12, u64::from(r.dropped_events));
-    let mut status = Vec::new();
     let (code, message) = match &r.status {
         Status::Unset => (0, ""),
         Status::Ok => (1, ""),
         Status::Error { description } => (2, description.as_ref()),
     };
-    put_str(&mut status, 2, message);
-    put_uint(&mut status, 3, code);
-    put_len_field(buf, 15, &status);
+    let message_len = if message.is_empty() {
+        0
+    } else {
+        field_len(2, message.len())
+    };
+    let code_len = if code == 0 { 0 } else { 1 + varint_len(code) };
+    put_tag(buf, 15, LEN);
+    put_varint(buf, (message_len + code_len) as u64);
+    put_str(buf, 2, message);
+    put_uint(buf, 3, code);
     let remote = if span.parent_remote { IS_REMOTE } else { 0 };
     let flags = u32::from(cx.trace_flags().to_u8()) | HAS_IS_REMOTE | remote;
     put_tag(buf, 16, FIXED32);
@@ -203,13 +209,10 @@ fn log_message(buf: &mut Vec<u8>, item: &LogItem) {
     put_uint(buf, 2, severity(item.level) as u64);
     put_str(buf, 3, item.level.as_str());
     if let Some(body) = item.body {
-        let mut any = Vec::new();
-        put_any(
-            &mut any,
-            &ValueRef::Plain(Plain::Str(item.attrs.text(body))),
-            None,
-        );
-        put_len_field(buf, 5, &any);
+        let body = item.attrs.text(body);
+        put_tag(buf, 5, LEN);
+        put_varint(buf, field_len(1, body.len()) as u64);
+        put_str_always(buf, 1, body);
     }
     for (key, value) in item.attrs.iter() {
         put_kv(buf, 6, key, &ValueRef::Plain(value), None);
@@ -255,13 +258,46 @@ fn cut(s: &str, limit: Option<usize>) -> &str {
 
 /// A `KeyValue` as field `field`.
 fn put_kv(buf: &mut Vec<u8>, field: u32, key: &str, value: &ValueRef<'_>, limit: Option<usize>) {
-    let mut any = Vec::new();
-    put_any(&mut any, value, limit);
-    let len = field_len(1, key.len()) + field_len(2, any.len());
+    // Scalars' lengths are known without writing them first (the common case, no allocation).
+    let scalar = match value {
+        ValueRef::Plain(p) => Some(*p),
+        ValueRef::Otel(Value::String(s)) => Some(Plain::Str(s.as_str())),
+        ValueRef::Otel(Value::Bool(b)) => Some(Plain::Bool(*b)),
+        ValueRef::Otel(Value::I64(v)) => Some(Plain::I64(*v)),
+        ValueRef::Otel(Value::F64(v)) => Some(Plain::F64(*v)),
+        ValueRef::Otel(_) => None,
+    };
+    let Some(plain) = scalar else {
+        let mut any = Vec::new();
+        put_any(&mut any, value, limit);
+        put_tag(buf, field, LEN);
+        put_varint(
+            buf,
+            (field_len(1, key.len()) + field_len(2, any.len())) as u64,
+        );
+        put_str_always(buf, 1, key);
+        put_len_field(buf, 2, &any);
+        return;
+    };
+    let plain = match plain {
+        Plain::Str(s) => Plain::Str(cut(s, limit)),
+        other => other,
+    };
+    let any_len = match plain {
+        Plain::Str(s) => field_len(1, s.len()),
+        Plain::Bool(_) => 2,
+        Plain::I64(v) => 1 + varint_len(v as u64),
+        Plain::F64(_) => 9,
+    };
     put_tag(buf, field, LEN);
-    put_varint(buf, len as u64);
+    put_varint(
+        buf,
+        (field_len(1, key.len()) + field_len(2, any_len)) as u64,
+    );
     put_str_always(buf, 1, key);
-    put_len_field(buf, 2, &any);
+    put_tag(buf, 2, LEN);
+    put_varint(buf, any_len as u64);
+    put_any(buf, &ValueRef::Plain(plain), None);
 }
 
 /// The fields of an `AnyValue` (its oneof).
