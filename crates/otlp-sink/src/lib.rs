@@ -220,6 +220,8 @@ pub struct SinkOptions {
     /// Accept only requests with `authorization: Bearer <token>`; refuse others as a collector's
     /// bearertokenauth does (gRPC Unauthenticated, HTTP 401).
     pub bearer_token: Option<String>,
+    /// Where to listen (a receiver started again where one was); 127.0.0.1:0 by default.
+    pub addr: Option<std::net::SocketAddr>,
 }
 
 /// A running receiver; stops when dropped.
@@ -237,9 +239,10 @@ impl OtlpSink {
         Self::start_with(SinkOptions::default()).await
     }
 
-    /// Binds 127.0.0.1:0 and serves as `options` say.
+    /// Binds 127.0.0.1:0 (or `options.addr`) and serves as `options` say.
     pub async fn start_with(options: SinkOptions) -> std::io::Result<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = options.addr.unwrap_or(([127, 0, 0, 1], 0).into());
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let store = Store::default();
         let app = router(store.clone(), options.bearer_token);

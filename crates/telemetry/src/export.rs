@@ -30,6 +30,9 @@ pub const EXPORT_TARGET: &str = "telemetry::export";
 /// would cost that much per batch and per signal, also at exit.
 const FAIL_FAST_FOR: Duration = Duration::from_secs(2);
 
+/// How an export that was not tried because of [`FAIL_FAST_FOR`] fails.
+pub(crate) const FAILING_FAST: &str = "failed less than";
+
 /// The three signals, for counts and messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Signal {
@@ -148,6 +151,12 @@ impl ExportHealth {
         self.warn(|| {
             tracing::warn!(target: EXPORT_TARGET, signal = signal.name(), "{problem}");
         });
+    }
+
+    /// Whether `signal` has had an export accepted: the collector was there, so a failure now
+    /// is worth retrying (see hotpath/queue.rs).
+    pub(crate) fn has_delivered(&self, signal: Signal) -> bool {
+        self.tally(signal).exports_ok.load(Relaxed) > 0
     }
 
     /// Failed metric exports so far (shutdown tells its own failure from the export's by it).
@@ -272,7 +281,7 @@ impl<E> Watched<E> {
     ) -> OTelSdkResult {
         let result = if self.health.failing_fast(&self.endpoint) {
             Err(OTelSdkError::InternalFailure(format!(
-                "{} failed less than {FAIL_FAST_FOR:?} ago; batch dropped",
+                "{} {FAILING_FAST} {FAIL_FAST_FOR:?} ago",
                 self.endpoint
             )))
         } else {

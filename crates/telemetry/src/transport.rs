@@ -263,7 +263,7 @@ impl Sender {
 
     /// One export request; an error says what the collector answered, in the words
     /// export.rs' `AUTH_REFUSALS` recognises.
-    pub(crate) async fn send(&self, body: Vec<u8>) -> opentelemetry_sdk::error::OTelSdkResult {
+    pub(crate) async fn send(&self, body: Bytes) -> opentelemetry_sdk::error::OTelSdkResult {
         use opentelemetry_sdk::error::OTelSdkError::InternalFailure;
         match self {
             Self::Grpc {
@@ -279,7 +279,7 @@ impl Sender {
                 let mut request = tonic::Request::new(body);
                 *request.metadata_mut() = MetadataMap::from_headers(headers.clone());
                 request.set_timeout(*timeout);
-                grpc.unary::<_, Vec<u8>, _>(request, path.clone(), RawCodec)
+                grpc.unary::<_, Bytes, _>(request, path.clone(), RawCodec)
                     .await
                     .map(drop)
                     .map_err(|s| {
@@ -300,12 +300,14 @@ impl Sender {
                     .header(http::header::CONTENT_TYPE, "application/x-protobuf");
                 let body = if *gzip {
                     builder = builder.header(http::header::CONTENT_ENCODING, "gzip");
-                    gzipped(&body).map_err(|e| InternalFailure(format!("gzip: {e}")))?
+                    gzipped(&body)
+                        .map_err(|e| InternalFailure(format!("gzip: {e}")))?
+                        .into()
                 } else {
                     body
                 };
                 let mut request = builder
-                    .body(Bytes::from(body))
+                    .body(body)
                     .map_err(|e| InternalFailure(e.to_string()))?;
                 request.headers_mut().extend(headers.clone());
                 let response = client
@@ -339,8 +341,8 @@ fn gzipped(body: &[u8]) -> std::io::Result<Vec<u8>> {
 struct RawCodec;
 
 impl tonic::codec::Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
+    type Encode = Bytes;
+    type Decode = Bytes;
     type Encoder = Self;
     type Decoder = Self;
 
@@ -354,12 +356,12 @@ impl tonic::codec::Codec for RawCodec {
 }
 
 impl tonic::codec::Encoder for RawCodec {
-    type Item = Vec<u8>;
+    type Item = Bytes;
     type Error = tonic::Status;
 
     fn encode(
         &mut self,
-        item: Vec<u8>,
+        item: Bytes,
         dst: &mut tonic::codec::EncodeBuf<'_>,
     ) -> Result<(), tonic::Status> {
         use bytes::BufMut as _;
@@ -369,16 +371,36 @@ impl tonic::codec::Encoder for RawCodec {
 }
 
 impl tonic::codec::Decoder for RawCodec {
-    type Item = Vec<u8>;
+    type Item = Bytes;
     type Error = tonic::Status;
 
     fn decode(
         &mut self,
         src: &mut tonic::codec::DecodeBuf<'_>,
-    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+    ) -> Result<Option<Bytes>, tonic::Status> {
         use bytes::Buf as _;
-        let mut answer = vec![0; src.remaining()];
-        src.copy_to_slice(&mut answer);
-        Ok(Some(answer))
+        Ok(Some(src.copy_to_bytes(src.remaining())))
     }
+}
+
+/// What the sender's errors say when the collector may take the request later: unavailable
+/// (restarting, not listening yet), overloaded, too slow, or the connection lost; the words of
+/// [`Sender::send`] and of the fail-fast in export.rs.
+const TRANSIENT: [&str; 11] = [
+    "gRPC code: Unavailable",
+    "gRPC code: DeadlineExceeded",
+    "gRPC code: ResourceExhausted",
+    "gRPC code: Aborted",
+    "gRPC code: Cancelled",
+    "gRPC channel:",
+    "OTLP/HTTP request to",
+    "status code: 429",
+    "status code: 502",
+    "status code: 503",
+    "status code: 504",
+];
+
+pub(crate) fn transient(error: &opentelemetry_sdk::error::OTelSdkError) -> bool {
+    let text = error.to_string();
+    TRANSIENT.iter().any(|t| text.contains(t)) || text.contains(crate::export::FAILING_FAST)
 }

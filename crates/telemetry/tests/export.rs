@@ -46,6 +46,7 @@ async fn secured_sink(ca: &TestCa, dir: &Path, mtls: bool) -> (OtlpSink, String)
         tls: Some(ca.server()),
         client_ca: mtls.then(|| ca.cert_pem()),
         bearer_token: Some(TOKEN.into()),
+        ..SinkOptions::default()
     })
     .await
     .expect("a receiver");

@@ -185,3 +185,52 @@ async fn target_and_level_directives_filter_as_rust_log_says() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_restarts_gets_what_was_sent_while_it_was_down() {
+    let first = OtlpSink::start().await.unwrap();
+    let addr: std::net::SocketAddr = first.endpoint()["http://".len()..].parse().unwrap();
+    let vars = sink_vars(
+        &first,
+        &[
+            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+            ("OTEL_LOGS_EXPORTER", "none"),
+            ("INV_SHUTDOWN_TIMEOUT_MS", "15000"),
+        ],
+    );
+    let (dispatch, guard) = Telemetry::builder(config(&vars)).build().unwrap();
+    let span = |name: &'static str| {
+        tracing::dispatcher::with_default(&dispatch, || {
+            let _s = tracing::info_span!("work", step = name).entered();
+        });
+    };
+    span("before");
+    let arrived = first
+        .wait_until(std::time::Duration::from_secs(10), |r| r.spans().len() == 1)
+        .await;
+    assert!(arrived, "the first span reaches the first receiver");
+    drop(first);
+    span("while down");
+    // Long enough for the export to fail and be retried at least once.
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let second = OtlpSink::start_with(otlp_sink::SinkOptions {
+        addr: Some(addr),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let report = tokio::task::spawn_blocking(move || guard.shutdown())
+        .await
+        .unwrap();
+    assert_eq!(report.spans_dropped, 0, "{report}");
+    assert!(
+        report.exports_failed > 0,
+        "the collector was down: {report}"
+    );
+    let received = second.received().spans();
+    let steps: Vec<_> = received
+        .iter()
+        .filter_map(|s| attr(&s.span.attributes, "step"))
+        .collect();
+    assert_eq!(steps, ["while down"]);
+}

@@ -9,10 +9,11 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use opentelemetry::trace::{SpanKind, Status};
 use opentelemetry::{Array, Value};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 
 use super::layer::{FinishedSpan, LogItem, Plain, severity};
 use super::queue::{Encode, Transport};
@@ -120,33 +121,37 @@ impl Encoder {
 }
 
 impl Encode<FinishedSpan> for Encoder {
-    type Request = Vec<u8>;
+    type Request = Bytes;
 
-    fn encode(&mut self, batch: &mut Vec<FinishedSpan>) -> Vec<u8> {
+    fn encode(&mut self, batch: &mut Vec<FinishedSpan>) -> Bytes {
         let request = self.spans(batch);
         batch.clear();
-        request
+        request.into()
     }
 }
 
 impl Encode<LogItem> for Encoder {
-    type Request = Vec<u8>;
+    type Request = Bytes;
 
-    fn encode(&mut self, batch: &mut Vec<LogItem>) -> Vec<u8> {
+    fn encode(&mut self, batch: &mut Vec<LogItem>) -> Bytes {
         let request = self.logs(batch);
         batch.clear();
-        request
+        request.into()
     }
 }
 
 /// The OTLP sender, its outcomes counted, as the queue's transport.
-impl Transport<Vec<u8>> for Watched<Sender> {
-    fn send(&self, request: Vec<u8>, items: usize) -> impl Future<Output = OTelSdkResult> {
+impl Transport<Bytes> for Watched<Sender> {
+    fn send(&self, request: Bytes, items: usize) -> impl Future<Output = OTelSdkResult> {
         self.watch(items as u64, self.inner().send(request))
     }
 
     fn shutdown(&mut self, _: Duration) -> OTelSdkResult {
         Ok(())
+    }
+
+    fn transient(&self, error: &OTelSdkError) -> bool {
+        crate::transport::transient(error)
     }
 }
 

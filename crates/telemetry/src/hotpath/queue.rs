@@ -22,7 +22,8 @@ use crate::export::{ExportHealth, Signal, lock};
 
 /// What the encoding thread makes of a batch: the request the transport sends.
 pub(crate) trait Encode<T>: Send + 'static {
-    type Request: Send + 'static;
+    /// Cloned for each attempt at sending it (cheap for OTLP's bytes).
+    type Request: Clone + Send + 'static;
 
     /// Encodes the items of `batch`, leaving it empty (its allocation goes back to the shards).
     fn encode(&mut self, batch: &mut Vec<T>) -> Self::Request;
@@ -33,7 +34,17 @@ pub(crate) trait Transport<R>: Send + 'static {
     /// Sends one request of `items` items; the outcome is counted by the exporter's wrapper.
     fn send(&self, request: R, items: usize) -> impl Future<Output = OTelSdkResult>;
     fn shutdown(&mut self, timeout: Duration) -> OTelSdkResult;
+
+    /// Whether `error` is transient (the collector restarting, overloaded, a timeout): the
+    /// request is sent again; otherwise (refused, invalid) it is dropped.
+    fn transient(&self, error: &OTelSdkError) -> bool {
+        let _ = error;
+        false
+    }
 }
+
+/// Backoff between attempts at one request: doubling from the first, at most the last.
+const RETRY_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
 enum Msg<T> {
     Batch(Vec<T>),
@@ -66,8 +77,17 @@ pub(crate) struct Queue<T> {
     /// (the caller's thread is inside its subscriber and cannot log).
     overflowed: AtomicBool,
     to_worker: Mutex<Option<mpsc::Sender<Msg<T>>>>,
+    /// Set once shutdown has given up waiting, or the queue is gone: a request being retried is
+    /// then dropped (it stays counted as not delivered).
+    closed: Arc<AtomicBool>,
     signal: Signal,
     health: Arc<ExportHealth>,
+}
+
+impl<T> Drop for Queue<T> {
+    fn drop(&mut self) {
+        self.closed.store(true, Relaxed);
+    }
 }
 
 impl<T> std::fmt::Debug for Queue<T> {
@@ -103,6 +123,7 @@ impl<T: Send + 'static> Queue<T> {
             queued: Arc::new(AtomicUsize::new(0)),
             overflowed: AtomicBool::new(false),
             to_worker: Mutex::new(Some(tx)),
+            closed: Arc::new(AtomicBool::new(false)),
             signal,
             health: health.clone(),
         });
@@ -117,6 +138,9 @@ impl<T: Send + 'static> Queue<T> {
         let sending = Sending {
             transport,
             queued: queue.queued.clone(),
+            closed: queue.closed.clone(),
+            signal,
+            health: health.clone(),
             runtime,
         };
         let spawn = |role: &str, f: Box<dyn FnOnce() + Send>| {
@@ -216,9 +240,13 @@ impl<T: Send + 'static> Queue<T> {
         if !sent {
             return Err(OTelSdkError::AlreadyShutdown);
         }
-        answer
+        let result = answer
             .recv_timeout(timeout)
-            .unwrap_or(Err(OTelSdkError::Timeout(timeout)))
+            .unwrap_or(Err(OTelSdkError::Timeout(timeout)));
+        if stop {
+            self.closed.store(true, Relaxed);
+        }
+        result
     }
 }
 
@@ -295,22 +323,29 @@ impl<T: Send + 'static, E: Encode<T>> Encoding<T, E> {
     }
 }
 
-/// The sending thread: one request at a time, each counted out of the queue once sent.
+/// The sending thread: one request at a time, each counted out of the queue once sent. A
+/// transient failure is retried with backoff and jitter, within the queue's bound (meanwhile
+/// what comes after waits, and what does not fit is dropped and counted), until the request is
+/// delivered or shutdown gives up; but only once the collector has accepted an export: with no
+/// collector at all, retrying would only hold the program at exit.
 struct Sending<P> {
     transport: P,
     queued: Arc<AtomicUsize>,
+    closed: Arc<AtomicBool>,
+    signal: Signal,
+    health: Arc<ExportHealth>,
     runtime: tokio::runtime::Handle,
 }
 
 impl<P> Sending<P> {
-    fn run<R>(mut self, rx: &mpsc::Receiver<Out<R>>)
+    fn run<R: Clone>(mut self, rx: &mpsc::Receiver<Out<R>>)
     where
         P: Transport<R>,
     {
         while let Ok(out) = rx.recv() {
             match out {
                 Out::Request(request, n) => {
-                    let _ = self.runtime.block_on(self.transport.send(request, n));
+                    self.deliver(request, n);
                     self.queued.fetch_sub(n, Relaxed);
                 }
                 Out::Drain(drain) => {
@@ -327,4 +362,35 @@ impl<P> Sending<P> {
             }
         }
     }
+
+    fn deliver<R: Clone>(&self, request: R, n: usize)
+    where
+        P: Transport<R>,
+    {
+        let mut backoff = RETRY_BACKOFF.0;
+        loop {
+            let result = self
+                .runtime
+                .block_on(self.transport.send(request.clone(), n));
+            let retry = match &result {
+                Ok(()) => false,
+                Err(e) => self.transport.transient(e) && self.health.has_delivered(self.signal),
+            };
+            if !retry || self.closed.load(Relaxed) {
+                return;
+            }
+            std::thread::sleep(jittered(backoff));
+            if self.closed.load(Relaxed) {
+                return;
+            }
+            backoff = (backoff * 2).min(RETRY_BACKOFF.1);
+        }
+    }
+}
+
+/// `d` give or take a quarter, so that many processes do not retry in step.
+fn jittered(d: Duration) -> Duration {
+    use std::hash::{BuildHasher, RandomState};
+    let noise = RandomState::new().hash_one(Instant::now()) % 1000;
+    d.mul_f64(0.75 + noise as f64 / 2000.0)
 }
