@@ -30,9 +30,6 @@ pub const EXPORT_TARGET: &str = "telemetry::export";
 /// would cost that much per batch and per signal, also at exit.
 const FAIL_FAST_FOR: Duration = Duration::from_secs(2);
 
-/// How an export that was not tried because of [`FAIL_FAST_FOR`] fails.
-pub(crate) const FAILING_FAST: &str = "failed less than";
-
 /// The three signals, for counts and messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Signal {
@@ -191,7 +188,16 @@ impl ExportHealth {
             .is_some_and(|at| at.elapsed() < FAIL_FAST_FOR)
     }
 
-    fn record(&self, signal: Signal, endpoint: &str, items: u64, result: &OTelSdkResult) {
+    /// The outcome of an export; `tried`: it reached the network (a fail-fast refusal does not
+    /// extend the endpoint's failing time).
+    fn record(
+        &self,
+        signal: Signal,
+        endpoint: &str,
+        items: u64,
+        result: &OTelSdkResult,
+        tried: bool,
+    ) {
         let tally = self.tally(signal);
         let Err(error) = result else {
             tally.delivered.fetch_add(items, Relaxed);
@@ -200,7 +206,9 @@ impl ExportHealth {
             return;
         };
         tally.exports_failed.fetch_add(1, Relaxed);
-        self.failures().insert(endpoint.to_owned(), Instant::now());
+        if tried {
+            self.failures().insert(endpoint.to_owned(), Instant::now());
+        }
         if is_auth_refusal(error) {
             if lock(&self.auth_refused).insert(endpoint.to_owned()) {
                 self.warned.store(true, Relaxed);
@@ -256,6 +264,8 @@ pub(crate) struct Watched<E> {
     signal: Signal,
     endpoint: String,
     health: Arc<ExportHealth>,
+    /// Refuse exports at once while the endpoint is failing (see [`FAIL_FAST_FOR`]).
+    fail_fast: bool,
 }
 
 impl<E> Watched<E> {
@@ -265,7 +275,15 @@ impl<E> Watched<E> {
             signal,
             endpoint,
             health: health.clone(),
+            fail_fast: true,
         }
+    }
+
+    /// Every export is tried: for our sender, which retries with its own backoff and has no
+    /// retry delay inside it to avoid (hotpath/queue.rs).
+    pub(crate) fn always_trying(mut self) -> Self {
+        self.fail_fast = false;
+        self
     }
 
     pub(crate) fn inner(&self) -> &E {
@@ -279,16 +297,17 @@ impl<E> Watched<E> {
         items: u64,
         export: impl Future<Output = OTelSdkResult>,
     ) -> OTelSdkResult {
-        let result = if self.health.failing_fast(&self.endpoint) {
+        let tried = !(self.fail_fast && self.health.failing_fast(&self.endpoint));
+        let result = if tried {
+            export.await
+        } else {
             Err(OTelSdkError::InternalFailure(format!(
-                "{} {FAILING_FAST} {FAIL_FAST_FOR:?} ago",
+                "{} failed less than {FAIL_FAST_FOR:?} ago; batch dropped",
                 self.endpoint
             )))
-        } else {
-            export.await
         };
         self.health
-            .record(self.signal, &self.endpoint, items, &result);
+            .record(self.signal, &self.endpoint, items, &result, tried);
         result
     }
 }

@@ -28,7 +28,8 @@ pub(crate) fn init_logs(
     let s = &c.logs;
     Ok(match s.exporter {
         ExporterKind::Otlp => {
-            let sender = watched(Signal::Logs, Sender::new(s, Service::Logs), s, health)?;
+            let sender =
+                watched(Signal::Logs, Sender::new(s, Service::Logs), s, health)?.always_trying();
             // Scopes are the records' targets, as the SDK's exporter names them.
             let encoder = Encoder::new(resource, "", None);
             let queue = Queue::start(

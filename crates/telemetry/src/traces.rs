@@ -30,7 +30,8 @@ pub(crate) fn init_traces(
     let s = &c.traces;
     Ok(match s.exporter {
         ExporterKind::Otlp => {
-            let sender = watched(Signal::Traces, Sender::new(s, Service::Traces), s, health)?;
+            let sender = watched(Signal::Traces, Sender::new(s, Service::Traces), s, health)?
+                .always_trying();
             let encoder = Encoder::new(resource, scope, c.span_limits.attribute_value_length);
             let q = Queue::start(
                 Signal::Traces,

@@ -385,7 +385,7 @@ impl tonic::codec::Decoder for RawCodec {
 
 /// What the sender's errors say when the collector may take the request later: unavailable
 /// (restarting, not listening yet), overloaded, too slow, or the connection lost; the words of
-/// [`Sender::send`] and of the fail-fast in export.rs.
+/// [`Sender::send`].
 const TRANSIENT: [&str; 11] = [
     "gRPC code: Unavailable",
     "gRPC code: DeadlineExceeded",
@@ -402,5 +402,5 @@ const TRANSIENT: [&str; 11] = [
 
 pub(crate) fn transient(error: &opentelemetry_sdk::error::OTelSdkError) -> bool {
     let text = error.to_string();
-    TRANSIENT.iter().any(|t| text.contains(t)) || text.contains(crate::export::FAILING_FAST)
+    TRANSIENT.iter().any(|t| text.contains(t))
 }

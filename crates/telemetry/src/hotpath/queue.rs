@@ -43,8 +43,9 @@ pub(crate) trait Transport<R>: Send + 'static {
     }
 }
 
-/// Backoff between attempts at one request: doubling from the first, at most the last.
-const RETRY_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+/// Backoff between attempts at one request: doubling from the first, at most the last (short
+/// beside the 5 s a process has at exit, so a collector back in time still gets it all).
+const RETRY_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(1));
 
 enum Msg<T> {
     Batch(Vec<T>),
