@@ -4,9 +4,10 @@
 //! builds SDK spans and log records on the caller's thread, attaches an OTel context on every
 //! enter and exit, and sends every item through a channel of its own. Here the caller records
 //! into plain structs kept in the tracing registry ([`layer`]), and finished items go into a
-//! per-thread shard of the signal's queue ([`queue`]); the export thread takes whole batches
-//! and builds the SDK's types there (traces.rs, logs.rs), so the exporters, the wire format and
-//! the delivery counts are the SDK's. ARCHITECTURE.md ("The hot path, measured") has the figures.
+//! per-thread shard of the signal's queue ([`queue`]); an encoding thread takes whole batches
+//! and writes OTLP protobuf from them ([`otlp`]), and a sending thread delivers the requests,
+//! retrying transient failures (transport.rs' `Sender`; the console exporter gets the SDK's types
+//! instead, traces.rs and logs.rs). ARCHITECTURE.md ("The hot path, measured") has the figures.
 
 pub(crate) mod layer;
 pub(crate) mod otlp;
