@@ -43,6 +43,10 @@ pub(crate) trait Transport<R>: Send + 'static {
     }
 }
 
+/// Requests one signal has on the wire at once: one at a time, a collector's round trip, not its
+/// throughput, would bound the rate (a burst would outlast the exit deadline).
+const IN_FLIGHT: usize = 4;
+
 /// Backoff between attempts at one request: doubling from the first, at most the last (short
 /// beside the 5 s a process has at exit, so a collector back in time still gets it all).
 const RETRY_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(1));
@@ -324,7 +328,8 @@ impl<T: Send + 'static, E: Encode<T>> Encoding<T, E> {
     }
 }
 
-/// The sending thread: one request at a time, each counted out of the queue once sent. A
+/// The sending thread: up to [`IN_FLIGHT`] requests at a time, each counted out of the queue
+/// once sent. A
 /// transient failure is retried with backoff and jitter, within the queue's bound (meanwhile
 /// what comes after waits, and what does not fit is dropped and counted), until the request is
 /// delivered or shutdown gives up; but only once the collector has accepted an export: with no
@@ -343,49 +348,60 @@ impl<P> Sending<P> {
     where
         P: Transport<R>,
     {
-        while let Ok(out) = rx.recv() {
-            match out {
-                Out::Request(request, n) => {
-                    self.deliver(request, n);
-                    self.queued.fetch_sub(n, Relaxed);
-                }
-                Out::Drain(drain) => {
-                    let result = if drain.stop {
-                        self.transport.shutdown(drain.timeout)
-                    } else {
-                        Ok(())
-                    };
-                    let _ = drain.done.send(result);
-                    if drain.stop {
-                        return;
+        while let Ok(first) = rx.recv() {
+            // The requests waiting, up to IN_FLIGHT, go out together; a drain waits for them.
+            let mut requests = Vec::new();
+            let mut drain = None;
+            let mut next = Some(first);
+            while let Some(out) = next.take() {
+                match out {
+                    Out::Request(request, n) => requests.push((request, n)),
+                    Out::Drain(d) => {
+                        drain = Some(d);
+                        break;
                     }
+                }
+                if requests.len() < IN_FLIGHT {
+                    next = rx.try_recv().ok();
+                }
+            }
+            let sends = requests.into_iter().map(|(r, n)| self.deliver(r, n));
+            self.runtime.block_on(futures_util::future::join_all(sends));
+            if let Some(drain) = drain {
+                let result = if drain.stop {
+                    self.transport.shutdown(drain.timeout)
+                } else {
+                    Ok(())
+                };
+                let _ = drain.done.send(result);
+                if drain.stop {
+                    return;
                 }
             }
         }
     }
 
-    fn deliver<R: Clone>(&self, request: R, n: usize)
+    async fn deliver<R: Clone>(&self, request: R, n: usize)
     where
         P: Transport<R>,
     {
         let mut backoff = RETRY_BACKOFF.0;
         loop {
-            let result = self
-                .runtime
-                .block_on(self.transport.send(request.clone(), n));
+            let result = self.transport.send(request.clone(), n).await;
             let retry = match &result {
                 Ok(()) => false,
                 Err(e) => self.transport.transient(e) && self.health.has_delivered(self.signal),
             };
             if !retry || self.closed.load(Relaxed) {
-                return;
+                break;
             }
-            std::thread::sleep(jittered(backoff));
+            tokio::time::sleep(jittered(backoff)).await;
             if self.closed.load(Relaxed) {
-                return;
+                break;
             }
             backoff = (backoff * 2).min(RETRY_BACKOFF.1);
         }
+        self.queued.fetch_sub(n, Relaxed);
     }
 }
 
