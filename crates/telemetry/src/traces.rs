@@ -13,7 +13,7 @@ use opentelemetry_sdk::trace::{Sampler, SpanData, SpanEvents, SpanExporter, Span
 
 use crate::export::{ExportHealth, Signal, watched};
 use crate::hotpath::layer::{FinishedSpan, Plain};
-use crate::hotpath::otlp::Encoder;
+use crate::hotpath::otlp::{Encoder, cut};
 use crate::hotpath::queue::{Encode, Queue, Transport};
 use crate::transport::{Sender, Service};
 use crate::{ExportConfig, ExporterKind, InitError, SamplerConfig};
@@ -106,7 +106,7 @@ impl<E: SpanExporter + 'static> Transport<Vec<SpanData>> for Exporter<E> {
 impl Spans {
     fn span_data(&self, span: FinishedSpan) -> SpanData {
         let limit = self.value_length_limit;
-        let name = Cow::Owned(span.name().to_owned());
+        let name = Cow::Owned(span.recording.name().to_owned());
         let attributes = span
             .recording
             .attrs
@@ -147,14 +147,6 @@ impl Spans {
             status: r.status,
             instrumentation_scope: self.scope.clone(),
         }
-    }
-}
-
-/// `s` cut to `limit` characters (OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT; the SDK has none).
-fn cut(s: &str, limit: Option<usize>) -> &str {
-    match limit.and_then(|l| s.char_indices().nth(l)) {
-        Some((at, _)) => &s[..at],
-        None => s,
     }
 }
 

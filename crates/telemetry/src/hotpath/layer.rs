@@ -73,11 +73,11 @@ pub(crate) struct FinishedSpan {
     pub(crate) end: SystemTime,
 }
 
-impl FinishedSpan {
+impl Recording {
     pub(crate) fn name(&self) -> &str {
-        match self.recording.name {
+        match self.name {
             Name::Static(name) => name,
-            Name::Text(at) => self.recording.attrs.text(at),
+            Name::Text(at) => self.attrs.text(at),
         }
     }
 }
@@ -219,13 +219,9 @@ impl HotLayer {
     }
 
     fn sampled(&self, parent: Option<&Context>, trace_id: TraceId, rec: &Recording) -> bool {
-        let name = match rec.name {
-            Name::Static(name) => name,
-            Name::Text(at) => rec.attrs.text(at),
-        };
         let result = self
             .sampler
-            .should_sample(parent, trace_id, name, &rec.kind, &[], &[]);
+            .should_sample(parent, trace_id, rec.name(), &rec.kind, &[], &[]);
         result.decision == SamplingDecision::RecordAndSample
     }
 

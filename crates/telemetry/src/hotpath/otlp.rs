@@ -158,13 +158,13 @@ impl Transport<Bytes> for Watched<Sender> {
 fn span_message(buf: &mut Vec<u8>, span: &FinishedSpan, limit: Option<usize>) {
     let cx = &span.cx;
     let r = &span.recording;
-    put_bytes(buf, 1, &cx.trace_id().to_bytes());
-    put_bytes(buf, 2, &cx.span_id().to_bytes());
+    put_len_field(buf, 1, &cx.trace_id().to_bytes());
+    put_len_field(buf, 2, &cx.span_id().to_bytes());
     put_str(buf, 3, &cx.trace_state().header());
     if span.parent != opentelemetry::trace::SpanId::INVALID {
-        put_bytes(buf, 4, &span.parent.to_bytes());
+        put_len_field(buf, 4, &span.parent.to_bytes());
     }
-    put_str(buf, 5, span.name());
+    put_str(buf, 5, span.recording.name());
     put_uint(buf, 6, kind(&r.kind));
     put_fixed64(buf, 7, nanos(r.start));
     put_fixed64(buf, 8, nanos(span.end));
@@ -225,8 +225,8 @@ fn log_message(buf: &mut Vec<u8>, item: &LogItem) {
     if let Some((trace_id, span_id, flags)) = item.trace {
         put_tag(buf, 8, FIXED32);
         buf.extend_from_slice(&u32::from(flags.to_u8()).to_le_bytes());
-        put_bytes(buf, 9, &trace_id.to_bytes());
-        put_bytes(buf, 10, &span_id.to_bytes());
+        put_len_field(buf, 9, &trace_id.to_bytes());
+        put_len_field(buf, 10, &span_id.to_bytes());
     }
     put_fixed64(buf, 11, nanos(item.observed));
     put_str(buf, 12, item.name);
@@ -253,8 +253,8 @@ enum ValueRef<'a> {
     Otel(&'a Value),
 }
 
-/// `s` cut to `limit` characters.
-fn cut(s: &str, limit: Option<usize>) -> &str {
+/// `s` cut to `limit` characters (OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT; the SDK has none).
+pub(crate) fn cut(s: &str, limit: Option<usize>) -> &str {
     match limit.and_then(|l| s.char_indices().nth(l)) {
         Some((at, _)) => &s[..at],
         None => s,
@@ -374,10 +374,6 @@ fn put_str(buf: &mut Vec<u8>, field: u32, s: &str) {
 /// A string that is the set member of a oneof, or a key: written even when empty.
 fn put_str_always(buf: &mut Vec<u8>, field: u32, s: &str) {
     put_len_field(buf, field, s.as_bytes());
-}
-
-fn put_bytes(buf: &mut Vec<u8>, field: u32, bytes: &[u8]) {
-    put_len_field(buf, field, bytes);
 }
 
 fn put_uint(buf: &mut Vec<u8>, field: u32, v: u64) {

@@ -137,7 +137,6 @@ impl<T: Send + 'static> Queue<T> {
             queue: Arc::downgrade(&queue),
             encoder,
             to_sender,
-            batch_size,
             delay: settings.scheduled_delay,
         };
         let sending = Sending {
@@ -270,7 +269,6 @@ struct Encoding<T, E: Encode<T>> {
     queue: Weak<Queue<T>>,
     encoder: E,
     to_sender: mpsc::Sender<Out<E::Request>>,
-    batch_size: usize,
     delay: Duration,
 }
 
@@ -302,18 +300,15 @@ impl<T: Send + 'static, E: Encode<T>> Encoding<T, E> {
         }
     }
 
-    /// Encodes the items still in the shards, in batches of at most `batch_size`.
+    /// Encodes the items still in the shards, a batch per shard.
     fn sweep(&mut self) {
         let Some(queue) = self.queue.upgrade() else {
             return;
         };
         let pending = queue.sweep();
         drop(queue);
-        for mut items in pending {
-            while items.len() > self.batch_size {
-                let rest = items.split_off(self.batch_size);
-                self.encode(std::mem::replace(&mut items, rest));
-            }
+        // A shard never holds more than a batch: it hands a full one over at once.
+        for items in pending {
             self.encode(items);
         }
     }
