@@ -49,25 +49,14 @@ fn check(root: &Path, ctx: &Ctx) -> Result<()> {
     }
     let (lost_spans, lost_records) = not_delivered(&faulty.summary)?;
     let (want_spans, want_records) = (spans(&reference)?, records(&reference)?);
-    let wait = Duration::from_secs(90);
-    let spans = poll(wait, || {
-        let n = spans(&faulty)?;
-        Ok((n + lost_spans >= want_spans).then_some(n))
-    })
-    .with_context(|| {
-        format!(
-            "Jaeger should have the run's spans but the {lost_spans} reported lost, of {want_spans}"
-        )
-    })?;
-    let records = poll(wait, || {
-        let n = records(&faulty)?;
-        Ok((n + lost_records >= want_records).then_some(n))
-    })
-    .with_context(|| {
-        format!(
-            "VictoriaLogs should have the run's records but the {lost_records} reported lost, of {want_records}"
-        )
-    })?;
+    let spans = arrived("Jaeger", "spans", lost_spans, want_spans, || spans(&faulty))?;
+    let records = arrived(
+        "VictoriaLogs",
+        "records",
+        lost_records,
+        want_records,
+        || records(&faulty),
+    )?;
     if spans > want_spans || records > want_records {
         bail!(
             "more than the fault-free run: {spans} spans of {want_spans}, {records} records of {want_records}"
@@ -77,6 +66,24 @@ fn check(root: &Path, ctx: &Ctx) -> Result<()> {
         "xtask: fault-e2e: collector killed mid-run and started again: Jaeger has {spans} of {want_spans} spans ({lost_spans} reported not delivered), VictoriaLogs {records} of {want_records} records ({lost_records} reported); the run's counts as without the fault"
     );
     Ok(())
+}
+
+/// How many of the run's `what` `backend` has (`count`), once it has all but the `lost` the
+/// run reported, of the fault-free run's `want`; an error naming them if that takes 90 s.
+fn arrived(
+    backend: &str,
+    what: &str,
+    lost: u64,
+    want: u64,
+    count: impl Fn() -> Result<u64>,
+) -> Result<u64> {
+    poll(Duration::from_secs(90), || {
+        let n = count()?;
+        Ok((n + lost >= want).then_some(n))
+    })
+    .with_context(|| {
+        format!("{backend} should have the run's {what} but the {lost} reported lost, of {want}")
+    })
 }
 
 /// A run from an empty state directory, so its API applies every row anew, as the other did.
