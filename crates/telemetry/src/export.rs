@@ -133,7 +133,7 @@ impl ExportHealth {
     /// delivered); the first time, says so.
     pub(crate) fn queue_full(&self, signal: Signal, max: usize) {
         if !self.queue_full_warned.swap(true, Relaxed) {
-            self.warn_once(
+            self.warn_pipeline(
                 signal,
                 &format!(
                     "the export queue is full ({max} items): telemetry is produced faster than \
@@ -144,7 +144,7 @@ impl ExportHealth {
     }
 
     /// A warning about `signal`'s pipeline that is not an export's outcome.
-    pub(crate) fn warn_once(&self, signal: Signal, problem: &str) {
+    pub(crate) fn warn_pipeline(&self, signal: Signal, problem: &str) {
         self.warn(|| {
             tracing::warn!(target: EXPORT_TARGET, signal = signal.name(), "{problem}");
         });

@@ -156,7 +156,7 @@ impl<T: Send + 'static> Queue<T> {
         let started = spawn("encode", Box::new(move || encoding.run(&rx)))
             .and_then(|()| spawn("send", Box::new(move || sending.run(&from_encoder))));
         if let Err(e) = started {
-            health.warn_once(signal, &format!("cannot start the export threads: {e}"));
+            health.warn_pipeline(signal, &format!("cannot start the export threads: {e}"));
         }
         queue
     }
