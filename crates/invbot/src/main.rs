@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -27,6 +27,8 @@ const EXIT_MISSING: u8 = 4;
 const EXIT_USAGE: u8 = 64;
 /// Where `run` leaves the id of the last run, for `verify` without arguments.
 const LAST_RUN_FILE: &str = "last-run";
+/// Where a run keeps the telemetry it could not deliver, under the state directory.
+const TELEMETRY_SPOOL_DIR: &str = "telemetry-spool";
 /// Where `run` leaves "<run id> <batches>" once it has finished, so `verify` knows how many batch
 /// traces to wait for.
 const LAST_RUN_BATCHES_FILE: &str = "last-run-batches";
@@ -56,12 +58,34 @@ enum Command {
     /// Write one self-contained HTML page of a run from the three backends: its figures, charts,
     /// batches, and each batch's trace with its log records.
     Report(Box<ReportArgs>),
+    /// The run's own telemetry: `flush` sends what earlier runs kept in the spool.
+    #[command(subcommand)]
+    Telemetry(TelemetryCommand),
     /// Run the inventory API in this process (what `run` starts as its second service).
     #[command(hide = true)]
     ServeApi {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum TelemetryCommand {
+    /// Send the telemetry that earlier runs could not deliver (kept in <state-dir>/telemetry-spool)
+    /// to the collector, and say what is left; exit status 3 while some is left.
+    Flush(FlushArgs),
+}
+
+#[derive(Debug, Args)]
+struct FlushArgs {
+    /// The state directory of the runs whose spool to send.
+    #[arg(long, env = "INV_STATE_DIR", default_value = ".invbot")]
+    state_dir: PathBuf,
+    /// How long to keep sending, in seconds.
+    #[arg(long, default_value_t = 60)]
+    timeout_secs: u64,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
 }
 
 #[derive(Debug, Args)]
@@ -245,6 +269,9 @@ fn main() -> ExitCode {
         Command::Run(args) => runtime().and_then(|rt| rt.block_on(run_command(*args))),
         Command::Verify(args) => runtime().and_then(|rt| rt.block_on(verify_command(args))),
         Command::Report(args) => runtime().and_then(|rt| rt.block_on(report_command(*args))),
+        Command::Telemetry(TelemetryCommand::Flush(args)) => {
+            runtime().and_then(|rt| rt.block_on(flush_command(args)))
+        }
     };
     result.unwrap_or_else(|e| {
         eprintln!("invbot: {e:#}");
@@ -450,17 +477,59 @@ fn read_input(path: Option<&PathBuf>) -> Result<(input::Parsed, String)> {
     Ok((parsed, path.display().to_string()))
 }
 
-async fn run_command(args: RunArgs) -> Result<ExitCode> {
-    let (parsed, input_label) = read_input(args.input.as_ref())?;
-    let run_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
-
+/// The bot's telemetry configuration: the environment, then the flags; the spool under
+/// `state_dir`.
+fn telemetry_config(state_dir: &Path, flags: &TelemetryArgs) -> Result<telemetry::Config> {
     let mut config = telemetry::Config::from_env(telemetry::Defaults {
         service_name: service::BOT.into(),
         service_version: env!("CARGO_PKG_VERSION").into(),
         metrics_addr: Some(SocketAddr::from(([127, 0, 0, 1], 9100))),
+        spool_dir: Some(state_dir.join(TELEMETRY_SPOOL_DIR)),
     })
     .map_err(|e| UsageError(e.to_string()))?;
-    args.telemetry.apply(&mut config);
+    flags.apply(&mut config);
+    Ok(config)
+}
+
+/// `invbot telemetry flush`: telemetry set up with the spool, which its sending threads send
+/// first, then shut down with the given deadline.
+async fn flush_command(args: FlushArgs) -> Result<ExitCode> {
+    let mut config = telemetry_config(&args.state_dir, &args.telemetry)?;
+    let Some(spool) = config.export.spool.clone() else {
+        return Err(
+            UsageError("INV_TELEMETRY_SPOOL is off: there is no spool to flush".into()).into(),
+        );
+    };
+    if config.export.sdk_disabled {
+        return Err(UsageError("OTEL_SDK_DISABLED is set: nothing would be sent".into()).into());
+    }
+    config.export.shutdown_timeout = Duration::from_secs(args.timeout_secs);
+    config.metrics_addr = None;
+    config.logs.console_filter = Some(format!("warn,{}=off", telemetry::EXPORT_TARGET));
+    let endpoint = config.export.traces.url();
+    let before = telemetry::spool_pending(&spool)
+        .with_context(|| format!("cannot read the spool {}", spool.dir.display()))?;
+    let report = telemetry::Telemetry::builder(config).init()?.shutdown();
+    let left = telemetry::spool_pending(&spool)
+        .with_context(|| format!("cannot read the spool {}", spool.dir.display()))?;
+    println!(
+        "telemetry flush to {endpoint}: the spool {} held {before}; sent {}; deleted unsent (too old, or refused) {}; left {left}",
+        spool.dir.display(),
+        report.resent,
+        report.spool_lost,
+    );
+    Ok(if left.is_zero() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_INCOMPLETE)
+    })
+}
+
+async fn run_command(args: RunArgs) -> Result<ExitCode> {
+    let (parsed, input_label) = read_input(args.input.as_ref())?;
+    let run_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+
+    let mut config = telemetry_config(&args.state_dir, &args.telemetry)?;
     // The terminal shows progress, the summary, alerts and final failures; every event is in
     // the JSON log file and in the log store. Export trouble, the bot's and its API's, is one
     // line of the summary rather than warnings on the way.

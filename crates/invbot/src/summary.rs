@@ -156,8 +156,18 @@ impl Summary {
 
 /// The summary's telemetry line: what the bot and its API did not deliver to `endpoint`; when
 /// the collector refused their credentials, that (the report names the endpoints); when no
-/// collector answered at all, that the run went on without one and how to start it.
+/// collector answered at all, that the run went on without one and how to start it; when some
+/// was kept in the spool, how it gets sent.
 pub fn telemetry_line(endpoint: &str, report: &ShutdownReport) -> String {
+    let line = outcome_line(endpoint, report);
+    if report.spooled.is_zero() {
+        line
+    } else {
+        format!("{line}. The next run or `invbot telemetry flush` sends what was kept")
+    }
+}
+
+fn outcome_line(endpoint: &str, report: &ShutdownReport) -> String {
     if !report.auth_refused.is_empty() {
         format!(
             "the collector refused the credentials sent (check OTEL_EXPORTER_OTLP_HEADERS), \
@@ -232,7 +242,7 @@ mod tests {
         let mut report = ShutdownReport {
             spans_dropped: 5,
             logs_dropped: 3,
-            metric_exports_failed: 1,
+            metric_points_dropped: 40,
             exports_failed: 4,
             ..ShutdownReport::default()
         };
@@ -245,7 +255,9 @@ mod tests {
             "{line}"
         );
         assert!(
-            line.contains("7 spans and 6 log records not delivered; 2 metric exports failed"),
+            line.contains(
+                "7 spans and 6 log records not delivered; 80 metric points not delivered"
+            ),
             "{line}"
         );
         assert!(
@@ -261,6 +273,23 @@ mod tests {
         assert_eq!(
             telemetry_line(endpoint, &ShutdownReport::default()),
             format!("exported to {endpoint}: 0 spans and 0 log records not delivered")
+        );
+        let kept = ShutdownReport {
+            spooled: telemetry::SignalCounts {
+                spans: 12,
+                logs: 0,
+                metric_points: 3,
+            },
+            spool_dir: Some("state/telemetry-spool".into()),
+            ..ShutdownReport::default()
+        };
+        assert_eq!(
+            telemetry_line(endpoint, &kept),
+            format!(
+                "exported to {endpoint}: 0 spans and 0 log records not delivered; kept for the \
+                 next run in state/telemetry-spool: 12 spans, 0 log records and 3 metric points. \
+                 The next run or `invbot telemetry flush` sends what was kept"
+            )
         );
 
         report.exports_ok = 0;

@@ -327,3 +327,79 @@ async fn one_trace_crosses_both_services_and_every_pillar_correlates() {
         assert!(traced > 100, "{service}: {traced} traced lines");
     }
 }
+
+/// "N spans, M log records and P metric points" after `after` in `line`.
+fn counts_after(line: &str, after: &str) -> Option<[u64; 3]> {
+    let (_, rest) = line.split_once(after)?;
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    let [spans, _, logs, _, _, _, points, ..] = words[..] else {
+        return None;
+    };
+    Some([
+        spans.parse().ok()?,
+        logs.parse().ok()?,
+        points.parse().ok()?,
+    ])
+}
+
+/// A run with no collector keeps its telemetry, the bot's and its API's, and `invbot telemetry
+/// flush` delivers all of it once a collector listens; then the spool is empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_without_a_collector_is_delivered_by_telemetry_flush() {
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let endpoint = format!("http://{addr}");
+    let dir = tempfile::tempdir().unwrap();
+    let (path, url) = (dir.path().to_owned(), endpoint.clone());
+    let run = tokio::task::spawn_blocking(move || run_bot(&path, &url, &[]))
+        .await
+        .unwrap();
+    let line = run.summary["telemetry"].as_str().unwrap().to_owned();
+    assert!(
+        line.contains("0 spans and 0 log records not delivered"),
+        "{line}"
+    );
+    let [spans, logs, points] =
+        counts_after(&line, "kept for the next run in .invbot/telemetry-spool: ")
+            .unwrap_or_else(|| panic!("nothing kept: {line}"));
+    assert!(spans > 0 && logs > 0 && points > 0, "{line}");
+
+    let sink = OtlpSink::start_with(otlp_sink::SinkOptions {
+        addr: Some(addr),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (path, url) = (dir.path().to_owned(), endpoint.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        assert_cmd::Command::cargo_bin("invbot")
+            .expect("the invbot binary")
+            .current_dir(path)
+            .args(["telemetry", "flush", "--otlp-endpoint", &url])
+            .timeout(std::time::Duration::from_secs(120))
+            .output()
+            .expect("invbot telemetry flush")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert_eq!(
+        counts_after(&stdout, "; sent "),
+        Some([spans, logs, points]),
+        "{stdout}"
+    );
+    assert!(
+        stdout.ends_with("left 0 spans, 0 log records and 0 metric points\n"),
+        "{stdout}"
+    );
+    let received = sink.received();
+    let arrived = received.spans();
+    assert_eq!(arrived.len() as u64, spans);
+    assert_eq!(received.log_records().len() as u64, logs);
+    for name in ["invbot", "inventory-api"] {
+        assert!(arrived.iter().any(|s| service(s) == name), "{name}'s spans");
+    }
+}

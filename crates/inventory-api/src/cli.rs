@@ -114,6 +114,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         service_name: names::service::API.into(),
         service_version: env!("CARGO_PKG_VERSION").into(),
         metrics_addr: Some(DEFAULT_METRICS_ADDR),
+        spool_dir: None,
     })?;
     cli.telemetry.apply(&mut config);
 

@@ -27,6 +27,7 @@ fn config(sink: &OtlpSink) -> Config {
             service_name: names::service::API.into(),
             service_version: "0.0.0-test".into(),
             metrics_addr: None,
+            spool_dir: None,
         },
         |k| vars.get(k).cloned(),
     )

@@ -11,6 +11,7 @@ mod pki;
 use std::future::Future;
 use std::io::Read;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -66,9 +67,17 @@ impl RequestInfo {
 
     /// Whether this was an OTLP/gRPC call (else OTLP/HTTP).
     pub fn is_grpc(&self) -> bool {
-        self.header("content-type")
-            .is_some_and(|t| t.starts_with("application/grpc"))
+        grpc_content_type(self.header("content-type"))
     }
+}
+
+fn grpc_content_type(content_type: Option<&str>) -> bool {
+    content_type.is_some_and(|t| t.starts_with("application/grpc"))
+}
+
+fn request_is_grpc(request: &Request) -> bool {
+    let content_type = request.headers().get(http::header::CONTENT_TYPE);
+    grpc_content_type(content_type.and_then(|v| v.to_str().ok()))
 }
 
 /// Everything the receiver has been sent, in arrival order.
@@ -231,6 +240,8 @@ pub struct OtlpSink {
     tls: bool,
     store: Store,
     stop: Option<oneshot::Sender<()>>,
+    /// Set when dropped: a connection still open answers as a collector that is going away.
+    gone: Arc<AtomicBool>,
 }
 
 impl OtlpSink {
@@ -245,7 +256,8 @@ impl OtlpSink {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let store = Store::default();
-        let app = router(store.clone(), options.bearer_token);
+        let gone = Arc::new(AtomicBool::new(false));
+        let app = router(store.clone(), options.bearer_token, gone.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let stopped = async {
             let _ = stopped.await;
@@ -278,6 +290,7 @@ impl OtlpSink {
             tls,
             store,
             stop: Some(stop),
+            gone,
         })
     }
 
@@ -306,7 +319,7 @@ impl OtlpSink {
 
 /// The gRPC services and the OTLP/HTTP routes behind one middleware that records each request
 /// and checks the token.
-fn router(store: Store, token: Option<String>) -> axum::Router {
+fn router(store: Store, token: Option<String>, gone: Arc<AtomicBool>) -> axum::Router {
     let services = Services(store.clone());
     let grpc = tonic::service::Routes::new(
         TraceServiceServer::new(services.clone()).accept_compressed(CompressionEncoding::Gzip),
@@ -326,7 +339,20 @@ fn router(store: Store, token: Option<String>) -> axum::Router {
         move |request: Request, next: Next| {
             let store = store.clone();
             let expected = expected.clone();
-            async move { record_and_check(&store, expected.as_deref(), request, next).await }
+            let gone = gone.clone();
+            async move {
+                if gone.load(Relaxed) {
+                    // What a stopped collector's clients see on a connection still open.
+                    return if request_is_grpc(&request) {
+                        Status::unavailable("the receiver has stopped")
+                            .into_http::<axum::body::Body>()
+                            .into_response()
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE.into_response()
+                    };
+                }
+                record_and_check(&store, expected.as_deref(), request, next).await
+            }
         },
     ))
 }
@@ -482,6 +508,7 @@ pub async fn poll_until(deadline: Duration, mut done: impl FnMut() -> bool) -> b
 
 impl Drop for OtlpSink {
     fn drop(&mut self) {
+        self.gone.store(true, Relaxed);
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

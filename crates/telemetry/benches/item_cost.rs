@@ -226,6 +226,7 @@ fn ours(endpoint: &str, disabled: bool) -> Wired {
             service_name: "bench".into(),
             service_version: "0".into(),
             metrics_addr: None,
+            spool_dir: None,
         },
         |k| vars.iter().find(|(v, _)| *v == k).map(|(_, x)| x.clone()),
     )

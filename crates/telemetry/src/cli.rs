@@ -82,6 +82,7 @@ mod tests {
                 service_name: "svc".into(),
                 service_version: "1".into(),
                 metrics_addr: Some(([127, 0, 0, 1], 9100).into()),
+                spool_dir: None,
             },
             |k| {
                 env.iter()

@@ -87,6 +87,8 @@ pub struct ExportConfig {
     pub resource_sample_interval: Duration,
     /// Deadline for flushing all three signals at shutdown.
     pub shutdown_timeout: Duration,
+    /// Where undelivered telemetry is kept for the next process; None: nowhere (dropped).
+    pub spool: Option<SpoolConfig>,
 }
 
 /// The local log outputs: the console and the JSON file.
@@ -342,7 +344,46 @@ pub struct Defaults {
     pub service_version: String,
     /// The service's own default for its `/metrics` endpoint (None: off unless INV_METRICS_ADDR).
     pub metrics_addr: Option<SocketAddr>,
+    /// Its own default spool directory (None: no spool unless INV_TELEMETRY_SPOOL names one).
+    pub spool_dir: Option<PathBuf>,
 }
+
+/// The spool (INV_TELEMETRY_SPOOL*): where a process keeps the export requests it could not
+/// deliver, for the next process with the same spool to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoolConfig {
+    pub dir: PathBuf,
+    /// INV_TELEMETRY_SPOOL_MAX_MB: past it, undelivered requests are dropped (and counted).
+    pub max_bytes: u64,
+    /// INV_TELEMETRY_SPOOL_MAX_AGE_H: older files are deleted unsent (and counted).
+    pub max_age: Duration,
+}
+
+impl SpoolConfig {
+    fn read(
+        get: &impl Fn(&str) -> Option<String>,
+        default_dir: Option<PathBuf>,
+    ) -> Result<Option<Self>, ConfigError> {
+        let dir = match get(SPOOL_VAR).as_deref() {
+            Some("off") => None,
+            Some(dir) => Some(PathBuf::from(dir)),
+            None => default_dir,
+        };
+        dir.map(|dir| {
+            Ok(Self {
+                dir,
+                max_bytes: parse_num(get, "INV_TELEMETRY_SPOOL_MAX_MB", 256)? as u64 * 1024 * 1024,
+                max_age: Duration::from_secs(
+                    parse_num(get, "INV_TELEMETRY_SPOOL_MAX_AGE_H", 24)? as u64 * 3600,
+                ),
+            })
+        })
+        .transpose()
+    }
+}
+
+/// The spool's directory, or `off`.
+const SPOOL_VAR: &str = "INV_TELEMETRY_SPOOL";
 
 impl Config {
     /// Reads the process environment.
@@ -363,7 +404,7 @@ impl Config {
         let resource = ResourceConfig::read(&get, defaults.service_name, defaults.service_version)?;
         let logs = LogsConfig::read(&get, &resource.service_name)?;
         Ok(Self {
-            export: ExportConfig::read(&get)?,
+            export: ExportConfig::read(&get, defaults.spool_dir)?,
             metrics_addr: match parse_var::<MetricsAddr>(&get, "INV_METRICS_ADDR")? {
                 Some(MetricsAddr(addr)) => addr,
                 None => defaults.metrics_addr,
@@ -375,9 +416,9 @@ impl Config {
 
     /// The variables that give another process of the same run this configuration's OTLP
     /// endpoints and protocols and shared resource (namespace, deployment environment, further
-    /// attributes), whatever flags changed them here: set on its `Command`, they are what its
+    /// attributes) and spool, whatever flags changed them here: set on its `Command`, they are what its
     /// [`Config::from_env`] reads. It keeps its own service name, version and `/metrics` address.
-    pub fn child_env(&self) -> [(&'static str, String); 7] {
+    pub fn child_env(&self) -> [(&'static str, String); 8] {
         let r = &self.resource;
         let shared = [
             ("service.namespace", r.service_namespace.as_str()),
@@ -413,6 +454,12 @@ impl Config {
                 e.metrics.protocol.to_string(),
             ),
             ("OTEL_RESOURCE_ATTRIBUTES", attributes.join(",")),
+            (
+                SPOOL_VAR,
+                e.spool
+                    .as_ref()
+                    .map_or_else(|| "off".to_owned(), |s| s.dir.display().to_string()),
+            ),
         ]
     }
 }
@@ -484,7 +531,10 @@ macro_rules! otlp_vars {
 const GENERAL: OtlpVars = otlp_vars!("OTEL_EXPORTER_OTLP_");
 
 impl ExportConfig {
-    fn read(get: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    fn read(
+        get: &impl Fn(&str) -> Option<String>,
+        spool_dir: Option<PathBuf>,
+    ) -> Result<Self, ConfigError> {
         let batch =
             |queue: (&'static str, usize), size: &'static str, delay: &'static str, delay_ms| {
                 Ok(BatchSettings {
@@ -531,6 +581,7 @@ impl ExportConfig {
             metric_interval: parse_millis(get, "OTEL_METRIC_EXPORT_INTERVAL", 10_000)?,
             resource_sample_interval: parse_millis(get, "INV_RESOURCE_INTERVAL_MS", 5_000)?,
             shutdown_timeout: parse_millis(get, "INV_SHUTDOWN_TIMEOUT_MS", 5_000)?,
+            spool: SpoolConfig::read(get, spool_dir)?,
         })
     }
 
@@ -1007,6 +1058,7 @@ mod tests {
             service_name: "invbot".into(),
             service_version: "1.2.3".into(),
             metrics_addr: Some(([127, 0, 0, 1], 9100).into()),
+            spool_dir: None,
         }
     }
 
@@ -1362,6 +1414,7 @@ mod tests {
                 service_name: "child".into(),
                 service_version: "0.1.0".into(),
                 metrics_addr: None,
+                spool_dir: None,
             },
             |k| {
                 env.iter()

@@ -19,7 +19,7 @@ use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use tracing::dispatcher::WeakDispatch;
 
-use crate::{ExporterKind, InitError, ShutdownReport, SignalExport};
+use crate::{ExporterKind, InitError, ShutdownReport, SignalCounts, SignalExport};
 
 /// The target of the library's own export warnings; the OTel layers never see it, and a console
 /// filter with `telemetry::export=off` leaves reporting export trouble to the program.
@@ -68,21 +68,26 @@ pub(crate) fn watched<E>(
     Ok(Watched::new(exporter, signal, endpoint, health))
 }
 
-/// One signal's counts: items its pipeline took in, items the collector accepted, and export
-/// calls that succeeded or failed.
+/// One signal's counts: items its pipeline took in, items the collector accepted, items kept
+/// in the spool, export calls that succeeded or failed; and of what earlier processes kept,
+/// items sent and items lost (too old, or refused).
 #[derive(Debug, Default)]
 struct Tally {
     taken: AtomicU64,
     delivered: AtomicU64,
+    spooled: AtomicU64,
     exports_ok: AtomicU64,
     exports_failed: AtomicU64,
+    resent: AtomicU64,
+    spool_lost: AtomicU64,
 }
 
 impl Tally {
-    fn undelivered(&self) -> u64 {
+    /// Taken, and neither delivered nor kept.
+    fn dropped(&self) -> u64 {
         self.taken
             .load(Relaxed)
-            .saturating_sub(self.delivered.load(Relaxed))
+            .saturating_sub(self.delivered.load(Relaxed) + self.spooled.load(Relaxed))
     }
 }
 
@@ -91,6 +96,9 @@ impl Tally {
 pub(crate) struct ExportHealth {
     warned: AtomicBool,
     queue_full_warned: AtomicBool,
+    spool_warned: AtomicBool,
+    /// Where undelivered requests are kept, once one has been.
+    spool_dir: OnceLock<String>,
     failed_at: Mutex<HashMap<String, Instant>>,
     /// Endpoints that refused our credentials, each said once.
     auth_refused: Mutex<BTreeSet<String>>,
@@ -150,15 +158,36 @@ impl ExportHealth {
         });
     }
 
+    /// `n` items of `signal` were kept in the spool under `dir`.
+    pub(crate) fn spooled(&self, signal: Signal, n: u64, dir: &std::path::Path) {
+        let _ = self.spool_dir.set(dir.display().to_string());
+        self.tally(signal).spooled.fetch_add(n, Relaxed);
+    }
+
+    /// `n` items an earlier process kept were delivered.
+    pub(crate) fn resent(&self, signal: Signal, n: u64) {
+        self.tally(signal).resent.fetch_add(n, Relaxed);
+    }
+
+    /// `n` items an earlier process kept were deleted unsent: too old, or refused.
+    pub(crate) fn spool_lost(&self, signal: Signal, n: u64) {
+        self.tally(signal).spool_lost.fetch_add(n, Relaxed);
+    }
+
+    /// The spool at `dir` is full or cannot be used; said once.
+    pub(crate) fn spool_trouble(&self, signal: Signal, dir: &std::path::Path, problem: &str) {
+        if !self.spool_warned.swap(true, Relaxed) {
+            self.warn(|| {
+                tracing::warn!(target: EXPORT_TARGET, signal = signal.name(),
+                    spool = %dir.display(), "{problem}");
+            });
+        }
+    }
+
     /// Whether `signal` has had an export accepted: the collector was there, so a failure now
     /// is worth retrying (see hotpath/queue.rs).
     pub(crate) fn has_delivered(&self, signal: Signal) -> bool {
         self.tally(signal).exports_ok.load(Relaxed) > 0
-    }
-
-    /// Failed metric exports so far (shutdown tells its own failure from the export's by it).
-    pub(crate) fn metric_exports_failed(&self) -> u64 {
-        self.metrics.exports_failed.load(Relaxed)
     }
 
     /// The counts so far, as a report without errors.
@@ -166,10 +195,19 @@ impl ExportHealth {
         let all = [&self.traces, &self.logs, &self.metrics];
         let sum =
             |count: fn(&Tally) -> &AtomicU64| all.iter().map(|t| count(t).load(Relaxed)).sum();
+        let counts = |count: fn(&Tally) -> &AtomicU64| SignalCounts {
+            spans: count(&self.traces).load(Relaxed),
+            logs: count(&self.logs).load(Relaxed),
+            metric_points: count(&self.metrics).load(Relaxed),
+        };
         ShutdownReport {
-            spans_dropped: self.traces.undelivered(),
-            logs_dropped: self.logs.undelivered(),
-            metric_exports_failed: self.metric_exports_failed(),
+            spans_dropped: self.traces.dropped(),
+            logs_dropped: self.logs.dropped(),
+            metric_points_dropped: self.metrics.dropped(),
+            spooled: counts(|t| &t.spooled),
+            spool_dir: self.spool_dir.get().cloned(),
+            resent: counts(|t| &t.resent),
+            spool_lost: counts(|t| &t.spool_lost),
             exports_ok: sum(|t| &t.exports_ok),
             exports_failed: sum(|t| &t.exports_failed),
             auth_refused: lock(&self.auth_refused).iter().cloned().collect(),

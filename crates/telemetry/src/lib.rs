@@ -7,6 +7,7 @@
 //!     service_name: "invbot".into(),
 //!     service_version: env!("CARGO_PKG_VERSION").into(),
 //!     metrics_addr: Some(([127, 0, 0, 1], 9100).into()),
+//!     spool_dir: None,
 //! })?; // then, with the `cli` feature, `TelemetryArgs::apply`: a flag beats the environment
 //! let guard = telemetry::Telemetry::builder(config).init()?;
 //! tracing::info!("working");
@@ -32,6 +33,7 @@ mod propagation;
 mod providers;
 mod resources;
 mod server;
+mod spool;
 mod traces;
 mod transport;
 
@@ -48,7 +50,7 @@ pub use config::{
     BatchSettings, Compression, Config, ConfigError, DEFAULT_ENDPOINT, DEFAULT_HTTP_ENDPOINT,
     Defaults, EndpointSource, ExportConfig, ExporterKind, Headers, LogFileConfig, LogsConfig,
     MetricsAddr, OtlpEndpoint, PemFile, Propagator, Protocol, ResourceConfig, SamplerConfig,
-    Secret, SignalExport, SpanLimitsConfig, TlsFiles,
+    Secret, SignalExport, SpanLimitsConfig, SpoolConfig, TlsFiles,
 };
 pub use export::EXPORT_TARGET;
 pub use jsonlog::JsonLines;
@@ -56,6 +58,7 @@ pub use metrics::DURATION_BUCKETS_SECONDS;
 pub use propagation::{inject_context, set_parent_from_headers, trace_id};
 pub use resources::{LatestSample, ResourceSample};
 pub use server::ReadinessCheck;
+pub use spool::pending as spool_pending;
 
 use export::ExportHealth;
 use providers::{Providers, TimedOut};
@@ -92,6 +95,8 @@ pub enum InitError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot start a telemetry thread")]
+    Thread(#[source] std::io::Error),
     #[error("a global tracing subscriber is already installed")]
     AlreadyInstalled(#[source] tracing::subscriber::SetGlobalDefaultError),
 }
@@ -196,14 +201,56 @@ impl Telemetry {
     }
 }
 
+/// Items of each signal: spans, log records, metric data points.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignalCounts {
+    pub spans: u64,
+    pub logs: u64,
+    pub metric_points: u64,
+}
+
+impl SignalCounts {
+    pub fn is_zero(&self) -> bool {
+        *self == Self::default()
+    }
+
+    fn add(&mut self, other: Self) {
+        self.spans += other.spans;
+        self.logs += other.logs;
+        self.metric_points += other.metric_points;
+    }
+}
+
+impl std::fmt::Display for SignalCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} spans, {} log records and {} metric points",
+            self.spans, self.logs, self.metric_points
+        )
+    }
+}
+
 /// What shutdown achieved: undelivered counts and any errors, in a readable form. Serializable,
 /// so a child process can hand its report to its parent.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShutdownReport {
+    /// Items neither delivered nor kept in the spool: lost, each one counted.
     pub spans_dropped: u64,
     pub logs_dropped: u64,
-    /// Metric exports that failed (each one carried all of the process's metrics at the time).
-    pub metric_exports_failed: u64,
+    #[serde(default)]
+    pub metric_points_dropped: u64,
+    /// Items not delivered but kept in the spool (`spool_dir`), for the next process.
+    #[serde(default)]
+    pub spooled: SignalCounts,
+    #[serde(default)]
+    pub spool_dir: Option<String>,
+    /// Items earlier processes kept that this one delivered, and that it deleted unsent (older
+    /// than the spool's age bound, or refused by the collector).
+    #[serde(default)]
+    pub resent: SignalCounts,
+    #[serde(default)]
+    pub spool_lost: SignalCounts,
     /// Export calls of all signals that the collector accepted, and that failed.
     pub exports_ok: u64,
     pub exports_failed: u64,
@@ -219,7 +266,9 @@ impl ShutdownReport {
     pub fn is_clean(&self) -> bool {
         self.spans_dropped == 0
             && self.logs_dropped == 0
-            && self.metric_exports_failed == 0
+            && self.metric_points_dropped == 0
+            && self.spooled.is_zero()
+            && self.spool_lost.is_zero()
             && !self.timed_out
             && self.errors.is_empty()
     }
@@ -233,7 +282,11 @@ impl ShutdownReport {
     pub fn merge(&mut self, other: Self) {
         self.spans_dropped += other.spans_dropped;
         self.logs_dropped += other.logs_dropped;
-        self.metric_exports_failed += other.metric_exports_failed;
+        self.metric_points_dropped += other.metric_points_dropped;
+        self.spooled.add(other.spooled);
+        self.spool_dir = self.spool_dir.take().or(other.spool_dir);
+        self.resent.add(other.resent);
+        self.spool_lost.add(other.spool_lost);
         self.exports_ok += other.exports_ok;
         self.exports_failed += other.exports_failed;
         self.timed_out |= other.timed_out;
@@ -253,10 +306,26 @@ impl std::fmt::Display for ShutdownReport {
             "{} spans and {} log records not delivered",
             self.spans_dropped, self.logs_dropped
         )?;
-        match self.metric_exports_failed {
-            0 => {}
-            1 => write!(f, "; 1 metric export failed")?,
-            n => write!(f, "; {n} metric exports failed")?,
+        if self.metric_points_dropped > 0 {
+            write!(
+                f,
+                "; {} metric points not delivered",
+                self.metric_points_dropped
+            )?;
+        }
+        if !self.spooled.is_zero() {
+            let dir = self.spool_dir.as_deref().unwrap_or("the spool");
+            write!(f, "; kept for the next run in {dir}: {}", self.spooled)?;
+        }
+        if !self.resent.is_zero() {
+            write!(f, "; sent from the spool: {}", self.resent)?;
+        }
+        if !self.spool_lost.is_zero() {
+            write!(
+                f,
+                "; deleted from the spool unsent (too old, or refused): {}",
+                self.spool_lost
+            )?;
         }
         if !self.auth_refused.is_empty() {
             write!(
@@ -321,8 +390,7 @@ impl TelemetryGuard {
             return ShutdownReport::default();
         }
         drop(self.sampler.take());
-        let outcome =
-            std::mem::take(&mut self.providers).shutdown(self.shutdown_timeout, &self.health);
+        let outcome = std::mem::take(&mut self.providers).shutdown(self.shutdown_timeout);
         let mut report = self.health.report();
         match outcome {
             Ok(errors) => report.errors = errors,

@@ -13,9 +13,10 @@ use opentelemetry_sdk::logs::{LogBatch, LogExporter, SdkLogRecord, SdkLogger, Sd
 
 use crate::export::{ExportHealth, Signal, watched};
 use crate::hotpath::layer::{LogItem, Plain, severity};
-use crate::hotpath::otlp::Encoder;
-use crate::hotpath::queue::{Encode, Queue, Transport};
-use crate::transport::{Sender, Service};
+use crate::hotpath::otlp::{Encoder, Otlp};
+use crate::hotpath::queue::{Encode, Queue};
+use crate::hotpath::send::Transport;
+use crate::spool::Spool;
 use crate::{ExportConfig, ExporterKind, InitError};
 
 /// The log records' queue; None for `OTEL_LOGS_EXPORTER=none`.
@@ -24,12 +25,12 @@ pub(crate) fn init_logs(
     resource: &Resource,
     health: &Arc<ExportHealth>,
     runtime: &tokio::runtime::Handle,
+    spool: Option<Spool>,
 ) -> Result<Option<Arc<Queue<LogItem>>>, InitError> {
     let s = &c.logs;
     Ok(match s.exporter {
         ExporterKind::Otlp => {
-            let sender =
-                watched(Signal::Logs, Sender::new(s, Service::Logs), s, health)?.always_trying();
+            let sender = Otlp::new(Signal::Logs, s, spool, health)?;
             // Scopes are the records' targets, as the SDK's exporter names them.
             let encoder = Encoder::new(resource, "", None);
             let queue = Queue::start(

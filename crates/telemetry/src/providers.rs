@@ -9,11 +9,13 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::resource::TelemetryResourceDetector;
 
-use crate::export::ExportHealth;
+use crate::export::{ExportHealth, Signal};
 use crate::hotpath::layer::{FinishedSpan, LogItem};
 use crate::hotpath::queue::Queue;
+use crate::hotpath::send::GiveUp;
 use crate::logs::init_logs;
 use crate::metrics::init_metrics;
+use crate::spool;
 use crate::traces::init_traces;
 use crate::{Config, InitError, ResourceConfig};
 
@@ -23,9 +25,16 @@ pub(crate) struct Providers {
     pub(crate) spans: Option<Arc<Queue<FinishedSpan>>>,
     pub(crate) logs: Option<Arc<Queue<LogItem>>>,
     pub(crate) meter: Option<SdkMeterProvider>,
+    /// What makes the metrics' OTLP push stop retrying.
+    metrics_give_up: Option<GiveUp>,
     /// What `/metrics` serves, from the meter provider's second reader.
     pub(crate) registry: Option<prometheus::Registry>,
 }
+
+/// At most this much of the shutdown deadline is left for keeping what is undelivered in the
+/// spool (a fifth of it when it is shorter): writing files takes milliseconds, but the caller
+/// returns at the deadline, whatever the threads are doing.
+const KEEP_TIME: Duration = Duration::from_secs(1);
 
 /// The flush did not finish within the deadline.
 #[derive(Debug)]
@@ -38,24 +47,48 @@ impl Providers {
         runtime: &tokio::runtime::Handle,
     ) -> Result<Self, InitError> {
         let resource = resource(&c.resource);
-        let (meter, registry) = init_metrics(&c.export, resource.clone(), health)?;
+        let [traces, logs, metrics] = match &c.export.spool {
+            None => [None, None, None],
+            Some(s) => match spool::open(s) {
+                Ok(spools) => spools.map(Some),
+                Err(e) => {
+                    let problem = format!(
+                        "cannot open the telemetry spool: {e}; undelivered telemetry is dropped"
+                    );
+                    health.spool_trouble(Signal::Traces, &s.dir, &problem);
+                    [None, None, None]
+                }
+            },
+        };
+        let m = init_metrics(&c.export, resource.clone(), health, runtime, metrics)?;
         let scope = &c.resource.service_name;
         Ok(Self {
-            spans: init_traces(&c.export, &resource, scope, health, runtime)?,
-            logs: init_logs(&c.export, &resource, health, runtime)?,
-            meter: Some(meter),
-            registry: Some(registry),
+            spans: init_traces(&c.export, &resource, scope, health, runtime, traces)?,
+            logs: init_logs(&c.export, &resource, health, runtime, logs)?,
+            meter: Some(m.provider),
+            metrics_give_up: m.give_up,
+            registry: Some(m.registry),
         })
     }
 
     /// Shuts down traces, then logs, then metrics, on a thread of its own so that a collector
-    /// that hangs cannot hold the caller past `deadline`; returns the providers' errors.
-    pub(crate) fn shutdown(
-        self,
-        deadline: Duration,
-        health: &Arc<ExportHealth>,
-    ) -> Result<Vec<String>, TimedOut> {
-        let health = health.clone();
+    /// that hangs cannot hold the caller past `deadline`; returns the providers' errors. The
+    /// three sending threads retry until shortly before the deadline, then keep what is left in
+    /// the spool.
+    pub(crate) fn shutdown(self, deadline: Duration) -> Result<Vec<String>, TimedOut> {
+        let give_up = Instant::now() + deadline - (deadline / 5).min(KEEP_TIME);
+        let queues = [
+            self.spans.as_deref().map(|q| q.give_up()),
+            self.logs.as_deref().map(|q| q.give_up()),
+        ];
+        for g in queues
+            .into_iter()
+            .flatten()
+            .flatten()
+            .chain(self.metrics_give_up.as_ref())
+        {
+            g.at(give_up);
+        }
         let (tx, rx) = mpsc::channel();
         let flush = std::thread::Builder::new()
             .name("telemetry-shutdown".into())
@@ -72,14 +105,8 @@ impl Providers {
                         .unwrap_or_else(|e| errors.push(format!("logs: {e}")));
                 }
                 if let Some(p) = self.meter {
-                    let failed_before = health.metric_exports_failed();
-                    // The meter fails its shutdown when its final export fails: that failure is
-                    // counted already, so only another cause is an error of its own.
-                    if let Err(e) = p.shutdown_with_timeout(left())
-                        && health.metric_exports_failed() == failed_before
-                    {
-                        errors.push(format!("metrics: {e}"));
-                    }
+                    p.shutdown_with_timeout(left())
+                        .unwrap_or_else(|e| errors.push(format!("metrics: {e}")));
                 }
                 let _ = tx.send(errors);
             });

@@ -13,9 +13,11 @@ use opentelemetry_sdk::trace::{Sampler, SpanData, SpanEvents, SpanExporter, Span
 
 use crate::export::{ExportHealth, Signal, watched};
 use crate::hotpath::layer::{FinishedSpan, Plain};
+use crate::hotpath::otlp::Otlp;
 use crate::hotpath::otlp::{Encoder, cut};
-use crate::hotpath::queue::{Encode, Queue, Transport};
-use crate::transport::{Sender, Service};
+use crate::hotpath::queue::{Encode, Queue};
+use crate::hotpath::send::Transport;
+use crate::spool::Spool;
 use crate::{ExportConfig, ExporterKind, InitError, SamplerConfig};
 
 /// The spans' queue; None for `OTEL_TRACES_EXPORTER=none` (spans still get their ids, which the
@@ -26,12 +28,12 @@ pub(crate) fn init_traces(
     scope: &str,
     health: &Arc<ExportHealth>,
     runtime: &tokio::runtime::Handle,
+    spool: Option<Spool>,
 ) -> Result<Option<Arc<Queue<FinishedSpan>>>, InitError> {
     let s = &c.traces;
     Ok(match s.exporter {
         ExporterKind::Otlp => {
-            let sender = watched(Signal::Traces, Sender::new(s, Service::Traces), s, health)?
-                .always_trying();
+            let sender = Otlp::new(Signal::Traces, s, spool, health)?;
             let encoder = Encoder::new(resource, scope, c.span_limits.attribute_value_length);
             let q = Queue::start(
                 Signal::Traces,

@@ -1,44 +1,25 @@
-//! The OTLP exporters' transports as a [`SignalExport`] describes them: gRPC (tonic) or
-//! OTLP/HTTP with protobuf (hyper, each request run on the tokio runtime the library was set up
-//! in: the batch processors export from threads of their own, where hyper has no reactor),
-//! headers, gzip, and TLS with rustls (ring) when the endpoint is `https://`: the given CA or the
-//! system's roots, a client certificate if given.
+//! Our sender of encoded OTLP export requests, as a [`SignalExport`] describes it: gRPC (tonic)
+//! or OTLP/HTTP with protobuf (hyper, each request run on the tokio runtime the library was set
+//! up in: the sending threads are plain threads, where hyper has no reactor), headers, gzip, and
+//! TLS with rustls (ring) when the endpoint is `https://`: the given CA or the system's roots,
+//! a client certificate if given.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use hyper_util::client::legacy::connect::HttpConnector;
 use opentelemetry_http::hyper::HyperClient;
 use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
+use opentelemetry_otlp::ExporterBuildError;
 use opentelemetry_otlp::tonic_types::metadata::MetadataMap;
 use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig, Identity};
-use opentelemetry_otlp::{ExporterBuildError, WithExportConfig, WithHttpConfig, WithTonicConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::export::Signal;
 use crate::{Compression, SignalExport, TlsFiles};
 
 fn invalid(reason: impl std::fmt::Display) -> ExporterBuildError {
     ExporterBuildError::InvalidConfiguration(reason.to_string())
-}
-
-/// A tonic exporter builder with `c`'s endpoint, timeout, headers, compression and TLS.
-pub(crate) fn grpc<B: WithExportConfig + WithTonicConfig>(
-    builder: B,
-    c: &SignalExport,
-) -> Result<B, ExporterBuildError> {
-    let headers = header_map(c)?;
-    let mut builder = builder
-        .with_endpoint(c.url())
-        .with_timeout(c.timeout)
-        .with_metadata(MetadataMap::from_headers(headers));
-    if c.compression == Compression::Gzip {
-        builder = builder.with_compression(opentelemetry_otlp::Compression::Gzip);
-    }
-    if c.uses_tls() {
-        builder = builder.with_tls_config(tonic_tls(&c.tls));
-    }
-    Ok(builder)
 }
 
 /// `c`'s headers (OTEL_EXPORTER_OTLP_HEADERS), as a request carries them.
@@ -64,29 +45,6 @@ fn tonic_tls(tls: &TlsFiles) -> ClientTlsConfig {
         Some((cert, key)) => config.identity(Identity::from_pem(cert.pem(), key.pem())),
         None => config,
     }
-}
-
-/// An OTLP/HTTP exporter builder with `c`'s endpoint, timeout, headers, compression and client.
-pub(crate) fn http<B: WithExportConfig + WithHttpConfig>(
-    builder: B,
-    c: &SignalExport,
-) -> Result<B, ExporterBuildError> {
-    let headers: HashMap<String, String> = c
-        .headers
-        .iter()
-        .map(|(k, v)| (k.to_owned(), v.expose().to_owned()))
-        .collect();
-    // Set, so that the exporter does not take OTEL_EXPORTER_OTLP_*PROTOCOL=grpc from the
-    // environment when a flag chose http/protobuf (it would refuse to build).
-    let mut builder = builder
-        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-        .with_endpoint(c.url())
-        .with_timeout(c.timeout)
-        .with_headers(headers);
-    if c.compression == Compression::Gzip {
-        builder = builder.with_compression(opentelemetry_otlp::Compression::Gzip);
-    }
-    Ok(builder.with_http_client(http_client(c)?))
 }
 
 /// The HTTP client of `c`: hyper over TCP, with rustls when the endpoint is `https://`.
@@ -172,38 +130,12 @@ fn rustls_config(tls: &TlsFiles) -> Result<rustls::ClientConfig, ExporterBuildEr
     }
 }
 
-/// The OTLP exporter of `$exporter` (`SpanExporter`, `LogExporter`, `MetricExporter`) over the
-/// transport `$c` names; the three builders share no trait for `build`.
-macro_rules! otlp_exporter {
-    ($exporter:ty, $c:expr) => {{
-        let c: &$crate::SignalExport = $c;
-        match c.protocol {
-            $crate::Protocol::Grpc => {
-                $crate::transport::grpc(<$exporter>::builder().with_tonic(), c)
-                    .and_then(|b| b.build())
-            }
-            $crate::Protocol::HttpProtobuf => {
-                $crate::transport::http(<$exporter>::builder().with_http(), c)
-                    .and_then(|b| b.build())
-            }
-        }
-    }};
-}
-pub(crate) use otlp_exporter;
-
-/// Which service an encoded export request is for.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Service {
-    Traces,
-    Logs,
-}
-
-impl Service {
-    fn grpc_path(self) -> &'static str {
-        match self {
-            Self::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-            Self::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
-        }
+/// The gRPC method that takes `signal`'s export requests.
+fn grpc_path(signal: Signal) -> &'static str {
+    match signal {
+        Signal::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        Signal::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+        Signal::Metrics => "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
     }
 }
 
@@ -227,7 +159,7 @@ pub(crate) enum Sender {
 
 impl Sender {
     /// Needs the tokio runtime (the gRPC channel's worker runs on it).
-    pub(crate) fn new(c: &SignalExport, service: Service) -> Result<Self, ExporterBuildError> {
+    pub(crate) fn new(c: &SignalExport, signal: Signal) -> Result<Self, ExporterBuildError> {
         let headers = header_map(c)?;
         Ok(match c.protocol {
             crate::Protocol::Grpc => {
@@ -247,7 +179,7 @@ impl Sender {
                 }
                 Self::Grpc {
                     grpc,
-                    path: http::uri::PathAndQuery::from_static(service.grpc_path()),
+                    path: http::uri::PathAndQuery::from_static(grpc_path(signal)),
                     headers,
                     timeout: c.timeout,
                 }

@@ -12,6 +12,7 @@
 pub(crate) mod layer;
 pub(crate) mod otlp;
 pub(crate) mod queue;
+pub(crate) mod send;
 
 use opentelemetry::trace::SpanContext;
 use tracing_subscriber::Registry;

@@ -7,6 +7,7 @@
 //! same spans and records (its span flags, its log scopes named by target). A test decodes the
 //! bytes with the generated messages.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -16,9 +17,12 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 
 use super::layer::{FinishedSpan, LogItem, Plain, severity};
-use super::queue::{Encode, Transport};
-use crate::export::Watched;
+use super::queue::Encode;
+use super::send::{GiveUpWatch, Transport};
+use crate::export::{ExportHealth, Signal, Watched, watched};
+use crate::spool::Spool;
 use crate::transport::Sender;
+use crate::{InitError, SignalExport};
 
 const VARINT: u32 = 0;
 const FIXED64: u32 = 1;
@@ -140,10 +144,37 @@ impl Encode<LogItem> for Encoder {
     }
 }
 
-/// The OTLP sender, its outcomes counted, as the queue's transport.
-impl Transport<Bytes> for Watched<Sender> {
+/// The OTLP sender, its outcomes counted, as a sending thread's transport, with the spool (if
+/// any) for what it cannot deliver.
+#[derive(Debug)]
+pub(crate) struct Otlp {
+    pub(crate) sender: Watched<Sender>,
+    pub(crate) spool: Option<Spool>,
+    pub(crate) signal: Signal,
+    pub(crate) health: Arc<ExportHealth>,
+}
+
+impl Otlp {
+    /// `signal`'s OTLP sender as `c` describes it; what it cannot deliver goes to `spool`.
+    pub(crate) fn new(
+        signal: Signal,
+        c: &SignalExport,
+        spool: Option<Spool>,
+        health: &Arc<ExportHealth>,
+    ) -> Result<Self, InitError> {
+        Ok(Self {
+            sender: watched(signal, Sender::new(c, signal), c, health)?.always_trying(),
+            spool,
+            signal,
+            health: health.clone(),
+        })
+    }
+}
+
+impl Transport<Bytes> for Otlp {
     fn send(&self, request: Bytes, items: usize) -> impl Future<Output = OTelSdkResult> {
-        self.watch(items as u64, self.inner().send(request))
+        self.sender
+            .watch(items as u64, self.sender.inner().send(request))
     }
 
     fn shutdown(&mut self, _: Duration) -> OTelSdkResult {
@@ -152,6 +183,58 @@ impl Transport<Bytes> for Watched<Sender> {
 
     fn transient(&self, error: &OTelSdkError) -> bool {
         crate::transport::transient(error)
+    }
+
+    fn keep(&self, request: &Bytes, items: usize) {
+        let Some(spool) = &self.spool else {
+            return;
+        };
+        let problem = match spool.keep(request, items) {
+            Ok(true) => {
+                return self.health.spooled(self.signal, items as u64, spool.dir());
+            }
+            Ok(false) => {
+                "the telemetry spool is full: what does not fit is dropped and counted".to_owned()
+            }
+            Err(e) => format!("cannot write to the telemetry spool: {e}"),
+        };
+        self.health
+            .spool_trouble(self.signal, spool.dir(), &problem);
+    }
+
+    /// Sends the files earlier processes kept, oldest first, deleting each once accepted;
+    /// stops at the first transient failure (the rest waits for the next process).
+    async fn send_kept(&self, give_up: GiveUpWatch) {
+        let Some(spool) = &self.spool else {
+            return;
+        };
+        let claim = match spool.claim() {
+            Ok(Some(claim)) => claim,
+            Ok(None) => return,
+            Err(e) => {
+                let problem = format!("cannot read the telemetry spool: {e}");
+                return self
+                    .health
+                    .spool_trouble(self.signal, spool.dir(), &problem);
+            }
+        };
+        self.health.spool_lost(self.signal, claim.expired);
+        for kept in &claim.files {
+            let Ok(request) = std::fs::read(&kept.path) else {
+                continue;
+            };
+            // Counted as an export, not as items: they were counted by the process that kept them.
+            let result = tokio::select! {
+                r = self.sender.watch(0, self.sender.inner().send(request.into())) => r,
+                () = give_up.clone().wait() => return,
+            };
+            match result {
+                Ok(()) => self.health.resent(self.signal, kept.items),
+                Err(e) if crate::transport::transient(&e) => return,
+                Err(_) => self.health.spool_lost(self.signal, kept.items),
+            }
+            spool.remove(&kept.path, kept.bytes);
+        }
     }
 }
 

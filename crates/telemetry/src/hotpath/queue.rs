@@ -1,6 +1,6 @@
 //! The hand-off between the instrumented threads and one signal's exporter: per-thread shards
 //! that fill a batch under an uncontended lock, an encoding thread that takes whole batches,
-//! and a sending thread that delivers the encoded requests one after the other.
+//! and a sending thread (send.rs) that delivers the encoded requests.
 //!
 //! Per item the caller pays a lock, a push and an unlock on its own shard; once per
 //! `max_export_batch_size` items it swaps the full batch out and sends it to the encoding
@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 
+use super::send::{self, Drain, GiveUp, Out, Transport};
 use crate::BatchSettings;
 use crate::export::{ExportHealth, Signal, lock};
 
@@ -29,42 +30,9 @@ pub(crate) trait Encode<T>: Send + 'static {
     fn encode(&mut self, batch: &mut Vec<T>) -> Self::Request;
 }
 
-/// Where the sending thread delivers requests: one signal's exporter.
-pub(crate) trait Transport<R>: Send + 'static {
-    /// Sends one request of `items` items; the outcome is counted by the exporter's wrapper.
-    fn send(&self, request: R, items: usize) -> impl Future<Output = OTelSdkResult>;
-    fn shutdown(&mut self, timeout: Duration) -> OTelSdkResult;
-
-    /// Whether `error` is transient (the collector restarting, overloaded, a timeout): the
-    /// request is sent again; otherwise (refused, invalid) it is dropped.
-    fn transient(&self, error: &OTelSdkError) -> bool {
-        let _ = error;
-        false
-    }
-}
-
-/// Requests one signal has on the wire at once: one at a time, a collector's round trip, not its
-/// throughput, would bound the rate (a burst would outlast the exit deadline).
-const IN_FLIGHT: usize = 4;
-
-/// Backoff between attempts at one request: doubling from the first, at most the last (short
-/// beside the 5 s a process has at exit, so a collector back in time still gets it all).
-const RETRY_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(1));
-
 enum Msg<T> {
     Batch(Vec<T>),
     /// Sweep every shard, deliver everything, answer; then stop if `stop`.
-    Drain(Drain),
-}
-
-struct Drain {
-    stop: bool,
-    timeout: Duration,
-    done: mpsc::Sender<OTelSdkResult>,
-}
-
-enum Out<R> {
-    Request(R, usize),
     Drain(Drain),
 }
 
@@ -82,17 +50,10 @@ pub(crate) struct Queue<T> {
     /// (the caller's thread is inside its subscriber and cannot log).
     overflowed: AtomicBool,
     to_worker: Mutex<Option<mpsc::Sender<Msg<T>>>>,
-    /// Set once shutdown has given up waiting, or the queue is gone: a request being retried is
-    /// then dropped (it stays counted as not delivered).
-    closed: Arc<AtomicBool>,
+    /// When the sending thread stops retrying (dropped with the queue: at once).
+    give_up: Option<GiveUp>,
     signal: Signal,
     health: Arc<ExportHealth>,
-}
-
-impl<T> Drop for Queue<T> {
-    fn drop(&mut self) {
-        self.closed.store(true, Relaxed);
-    }
 }
 
 impl<T> std::fmt::Debug for Queue<T> {
@@ -118,6 +79,15 @@ impl<T: Send + 'static> Queue<T> {
         let shards = std::thread::available_parallelism().map_or(4, |n| n.get().clamp(2, 32) * 2);
         let batch_size = settings.max_export_batch_size.max(1);
         let (tx, rx) = mpsc::channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let sending = send::start(signal, transport, runtime, health, queued.clone());
+        let (to_sender, give_up) = match sending {
+            Ok((to_sender, give_up)) => (Some(to_sender), Some(give_up)),
+            Err(e) => {
+                health.warn_pipeline(signal, &format!("cannot start the export threads: {e}"));
+                (None, None)
+            }
+        };
         let queue = Arc::new(Self {
             shards: (0..shards)
                 .map(|_| Mutex::new(Vec::with_capacity(batch_size)))
@@ -125,38 +95,26 @@ impl<T: Send + 'static> Queue<T> {
             spare: Mutex::new(Vec::new()),
             batch_size,
             max_queued: settings.max_queue_size.max(batch_size),
-            queued: Arc::new(AtomicUsize::new(0)),
+            queued,
             overflowed: AtomicBool::new(false),
-            to_worker: Mutex::new(Some(tx)),
-            closed: Arc::new(AtomicBool::new(false)),
+            to_worker: Mutex::new(to_sender.is_some().then_some(tx)),
+            give_up,
             signal,
             health: health.clone(),
         });
-        let (to_sender, from_encoder) = mpsc::channel();
-        let encoding = Encoding {
-            queue: Arc::downgrade(&queue),
-            encoder,
-            to_sender,
-            delay: settings.scheduled_delay,
-        };
-        let sending = Sending {
-            transport,
-            queued: queue.queued.clone(),
-            closed: queue.closed.clone(),
-            signal,
-            health: health.clone(),
-            runtime,
-        };
-        let spawn = |role: &str, f: Box<dyn FnOnce() + Send>| {
-            std::thread::Builder::new()
-                .name(format!("telemetry-{}-{role}", signal.name()))
-                .spawn(f)
-                .map(drop)
-        };
-        let started = spawn("encode", Box::new(move || encoding.run(&rx)))
-            .and_then(|()| spawn("send", Box::new(move || sending.run(&from_encoder))));
-        if let Err(e) = started {
-            health.warn_pipeline(signal, &format!("cannot start the export threads: {e}"));
+        if let Some(to_sender) = to_sender {
+            let encoding = Encoding {
+                queue: Arc::downgrade(&queue),
+                encoder,
+                to_sender,
+                delay: settings.scheduled_delay,
+            };
+            let started = std::thread::Builder::new()
+                .name(format!("telemetry-{}-encode", signal.name()))
+                .spawn(move || encoding.run(&rx));
+            if let Err(e) = started {
+                health.warn_pipeline(signal, &format!("cannot start the export threads: {e}"));
+            }
         }
         queue
     }
@@ -226,15 +184,16 @@ impl<T: Send + 'static> Queue<T> {
         batches
     }
 
+    /// What makes the sending thread stop retrying and keep what is left.
+    pub(crate) fn give_up(&self) -> Option<&GiveUp> {
+        self.give_up.as_ref()
+    }
+
     /// Delivers everything recorded so far and waits (at most `timeout`) for it; with `stop`,
     /// also shuts the exporter down and ends the export threads.
     pub(crate) fn drain(&self, stop: bool, timeout: Duration) -> OTelSdkResult {
-        let (done, answer) = mpsc::channel();
-        let msg = Msg::Drain(Drain {
-            stop,
-            timeout,
-            done,
-        });
+        let (drain, answer) = Drain::new(stop, timeout);
+        let msg = Msg::Drain(drain);
         let mut to_worker = lock(&self.to_worker);
         let sent = to_worker.as_ref().is_some_and(|tx| tx.send(msg).is_ok());
         if stop {
@@ -244,13 +203,7 @@ impl<T: Send + 'static> Queue<T> {
         if !sent {
             return Err(OTelSdkError::AlreadyShutdown);
         }
-        let result = answer
-            .recv_timeout(timeout)
-            .unwrap_or(Err(OTelSdkError::Timeout(timeout)));
-        if stop {
-            self.closed.store(true, Relaxed);
-        }
-        result
+        answer.wait(timeout)
     }
 }
 
@@ -321,88 +274,4 @@ impl<T: Send + 'static, E: Encode<T>> Encoding<T, E> {
         }
         let _ = self.to_sender.send(Out::Request(request, n));
     }
-}
-
-/// The sending thread: up to [`IN_FLIGHT`] requests at a time, each counted out of the queue
-/// once sent. A
-/// transient failure is retried with backoff and jitter, within the queue's bound (meanwhile
-/// what comes after waits, and what does not fit is dropped and counted), until the request is
-/// delivered or shutdown gives up; but only once the collector has accepted an export: with no
-/// collector at all, retrying would only hold the program at exit.
-struct Sending<P> {
-    transport: P,
-    queued: Arc<AtomicUsize>,
-    closed: Arc<AtomicBool>,
-    signal: Signal,
-    health: Arc<ExportHealth>,
-    runtime: tokio::runtime::Handle,
-}
-
-impl<P> Sending<P> {
-    fn run<R: Clone>(mut self, rx: &mpsc::Receiver<Out<R>>)
-    where
-        P: Transport<R>,
-    {
-        while let Ok(first) = rx.recv() {
-            // The requests waiting, up to IN_FLIGHT, go out together; a drain waits for them.
-            let mut requests = Vec::new();
-            let mut drain = None;
-            let mut next = Some(first);
-            while let Some(out) = next.take() {
-                match out {
-                    Out::Request(request, n) => requests.push((request, n)),
-                    Out::Drain(d) => {
-                        drain = Some(d);
-                        break;
-                    }
-                }
-                if requests.len() < IN_FLIGHT {
-                    next = rx.try_recv().ok();
-                }
-            }
-            let sends = requests.into_iter().map(|(r, n)| self.deliver(r, n));
-            self.runtime.block_on(futures_util::future::join_all(sends));
-            if let Some(drain) = drain {
-                let result = if drain.stop {
-                    self.transport.shutdown(drain.timeout)
-                } else {
-                    Ok(())
-                };
-                let _ = drain.done.send(result);
-                if drain.stop {
-                    return;
-                }
-            }
-        }
-    }
-
-    async fn deliver<R: Clone>(&self, request: R, n: usize)
-    where
-        P: Transport<R>,
-    {
-        let mut backoff = RETRY_BACKOFF.0;
-        loop {
-            let result = self.transport.send(request.clone(), n).await;
-            let retry = match &result {
-                Ok(()) => false,
-                Err(e) => self.transport.transient(e) && self.health.has_delivered(self.signal),
-            };
-            if !retry || self.closed.load(Relaxed) {
-                break;
-            }
-            tokio::time::sleep(jittered(backoff)).await;
-            if self.closed.load(Relaxed) {
-                break;
-            }
-            backoff = (backoff * 2).min(RETRY_BACKOFF.1);
-        }
-        self.queued.fetch_sub(n, Relaxed);
-    }
-}
-
-/// `d` give or take a quarter, so that many processes do not retry in step.
-fn jittered(d: Duration) -> Duration {
-    use std::hash::{BuildHasher, RandomState};
-    let noise = RandomState::new().hash_one(Instant::now()) % 1000;
-    d.mul_f64(0.75 + noise as f64 / 2000.0)
 }

@@ -21,6 +21,7 @@ pub fn config(vars: &[(&str, String)]) -> Config {
             service_name: SERVICE.into(),
             service_version: "9.9.9".into(),
             metrics_addr: None,
+            spool_dir: None,
         },
         |k| map.get(k).cloned(),
     )
