@@ -1,20 +1,70 @@
-//! `cargo xtask fault-e2e` (in CI): the same clean input run twice, once as it is and once with
-//! the collector killed (SIGKILL) two seconds into the run and started again three seconds
-//! later. The collector keeps what it acknowledged in its file queue, so what the backends miss
-//! of the second run, against the first, must be at most what the bot's report says it could
-//! not deliver: no loss goes uncounted. The run's own results do not change.
+//! `cargo xtask fault-e2e` (in CI): the same clean input run once as it is and then once under
+//! each fault: the collector killed (SIGKILL) mid-run and started again; the collector absent
+//! for the whole run and started afterwards; Jaeger restarted mid-run; the log store restarted
+//! mid-run. After each faulty run, `invbot telemetry flush` sends what the run kept in its
+//! spool. Then the backends must hold everything the fault-free run delivered (spans in Jaeger,
+//! records in VictoriaLogs, the transactions counter in Prometheus), the run's report must say
+//! nothing was dropped, and the run's own results must not change.
 
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use crate::bot::{self, BotRun};
-use crate::http::{jaeger_span_count, logsql, poll};
-use crate::stack::{self, Ctx};
+use crate::http::{encode, get_json, jaeger_span_count, logsql, poll};
+use crate::stack::{self, Ctx, url};
 
 const ROWS: &str = "3000";
+
+/// One fault: what is done to the stack before the run, and during it.
+struct Fault {
+    label: &'static str,
+    about: &'static str,
+    before: fn(&Ctx) -> Result<()>,
+    during: fn(&Ctx) -> Result<()>,
+}
+
+const FAULTS: [Fault; 4] = [
+    Fault {
+        label: "fault-collector-killed",
+        about: "the collector killed mid-run and started again",
+        before: nothing,
+        during: |ctx| mid_run(ctx, |ctx| stack::kill_one(ctx, "otel-collector")),
+    },
+    Fault {
+        label: "fault-collector-absent",
+        about: "the collector absent for the whole run and started afterwards",
+        before: |ctx| stack::stop_one(ctx, "otel-collector"),
+        during: nothing,
+    },
+    Fault {
+        label: "fault-jaeger-restarted",
+        about: "Jaeger restarted mid-run",
+        before: nothing,
+        during: |ctx| mid_run(ctx, |ctx| stack::stop_one(ctx, "jaeger")),
+    },
+    Fault {
+        label: "fault-logstore-restarted",
+        about: "VictoriaLogs restarted mid-run",
+        before: nothing,
+        during: |ctx| mid_run(ctx, |ctx| stack::stop_one(ctx, "victorialogs")),
+    },
+];
+
+fn nothing(_: &Ctx) -> Result<()> {
+    Ok(())
+}
+
+/// Two seconds into the run, `stop` a backend; three seconds later, start it again.
+fn mid_run(ctx: &Ctx, stop: fn(&Ctx) -> Result<()>) -> Result<()> {
+    std::thread::sleep(Duration::from_secs(2));
+    stop(ctx)?;
+    std::thread::sleep(Duration::from_secs(3));
+    stack::up(ctx)
+}
 
 pub(crate) fn fault_e2e(root: &Path) -> Result<()> {
     let ctx = Ctx::new(root)?;
@@ -29,75 +79,99 @@ fn check(root: &Path, ctx: &Ctx) -> Result<()> {
         &["--rows", ROWS, "--seed", "31"],
     )?;
     let input = input.display().to_string();
-    // Latency stretches the run to several seconds, so the kill lands in its middle.
+    // Latency stretches the run to several seconds, so a fault lands in its middle.
     let args = ["--input", input.as_str(), "--api-fault-latency-ms", "10"];
-    let reference = fresh_run(root, ctx, "fault-reference", &args)?;
-    let started = fresh_start(root, ctx, "fault-collector-killed", &args)?;
-    std::thread::sleep(Duration::from_secs(2));
-    stack::kill_one(ctx, "otel-collector")?;
-    std::thread::sleep(Duration::from_secs(3));
-    stack::up(ctx)?;
-    let faulty = started.finish()?;
-    for key in ["rows_read", "applied", "failed", "rejected"] {
-        if faulty.summary[key] != reference.summary[key] {
+    let reference = fresh_start(root, ctx, "fault-reference", &args)?.finish()?;
+    let want = settled(&reference)?;
+    eprintln!("xtask: fault-e2e: without a fault, the backends hold {want}");
+    for fault in &FAULTS {
+        (fault.before)(ctx)?;
+        let started = fresh_start(root, ctx, fault.label, &args)?;
+        (fault.during)(ctx)?;
+        let faulty = started.finish()?;
+        stack::up(ctx)?;
+        same_results(fault, &faulty, &reference)?;
+        let dropped = dropped(&faulty.summary)?;
+        if dropped != (0, 0) {
             bail!(
-                "with the collector killed, the run's {key} is {} (without: {})",
-                faulty.summary[key],
-                reference.summary[key]
+                "{}: the run dropped {} spans and {} log records: {}",
+                fault.about,
+                dropped.0,
+                dropped.1,
+                faulty.summary["telemetry"]
             );
         }
-    }
-    let (lost_spans, lost_records) = not_delivered(&faulty.summary)?;
-    let (want_spans, want_records) = (spans(&reference)?, records(&reference)?);
-    let spans = arrived("Jaeger", "spans", lost_spans, want_spans, || spans(&faulty))?;
-    let records = arrived(
-        "VictoriaLogs",
-        "records",
-        lost_records,
-        want_records,
-        || records(&faulty),
-    )?;
-    if spans > want_spans || records > want_records {
-        bail!(
-            "more than the fault-free run: {spans} spans of {want_spans}, {records} records of {want_records}"
+        let flushed = flush(&faulty.invbot, &ctx.state.join(fault.label))?;
+        let got = poll(Duration::from_secs(90), || {
+            let got = Counts::of(&faulty)?;
+            Ok((got == want).then_some(got))
+        })
+        .with_context(|| {
+            format!(
+                "{}: the backends should hold what the fault-free run delivered ({want}); \
+                 they hold {}",
+                fault.about,
+                Counts::of(&faulty).map_or_else(|e| format!("{e:#}"), |c| c.to_string())
+            )
+        })?;
+        eprintln!(
+            "xtask: fault-e2e: {}: the backends hold {got}, as without the fault; nothing \
+             dropped; `invbot telemetry flush` {flushed}",
+            fault.about
         );
     }
-    eprintln!(
-        "xtask: fault-e2e: collector killed mid-run and started again: Jaeger has {spans} of {want_spans} spans ({lost_spans} reported not delivered), VictoriaLogs {records} of {want_records} records ({lost_records} reported); the run's counts as without the fault"
-    );
     Ok(())
 }
 
-/// How many of the run's `what` `backend` has (`count`), once it has all but the `lost` the
-/// run reported, of the fault-free run's `want`; an error naming them if that takes 90 s.
-fn arrived(
-    backend: &str,
-    what: &str,
-    lost: u64,
-    want: u64,
-    count: impl Fn() -> Result<u64>,
-) -> Result<u64> {
+/// What the backends hold of the fault-free `run` once it has all arrived: every transaction
+/// counted, and the same counts for three seconds (the backends store asynchronously).
+fn settled(run: &BotRun) -> Result<Counts> {
+    let transactions = ["applied", "failed"]
+        .iter()
+        .map(|k| run.summary[k].as_u64().context("the run's counts"))
+        .sum::<Result<u64>>()?;
+    let mut last = None;
+    let mut same = 0;
     poll(Duration::from_secs(90), || {
-        let n = count()?;
-        Ok((n + lost >= want).then_some(n))
+        let now = Counts::of(run)?;
+        same = if last.as_ref() == Some(&now) {
+            same + 1
+        } else {
+            0
+        };
+        let done = same >= 6 && now.transactions == transactions;
+        last = Some(now);
+        Ok(done.then(|| last.take()).flatten())
     })
     .with_context(|| {
-        format!("{backend} should have the run's {what} but the {lost} reported lost, of {want}")
+        format!("the fault-free run's telemetry should settle, {transactions} transactions counted")
     })
 }
 
-/// A run from an empty state directory, so its API applies every row anew, as the other did.
+/// A run from an empty state directory, so its API applies every row anew, as the others did.
 fn fresh_start(root: &Path, ctx: &Ctx, label: &str, args: &[&str]) -> Result<bot::Started> {
     let _ = std::fs::remove_dir_all(ctx.state.join(label));
     bot::start(root, ctx, label, args, &[])
 }
 
-fn fresh_run(root: &Path, ctx: &Ctx, label: &str, args: &[&str]) -> Result<BotRun> {
-    fresh_start(root, ctx, label, args)?.finish()
+/// The run's own results are those of the fault-free run.
+fn same_results(fault: &Fault, faulty: &BotRun, reference: &BotRun) -> Result<()> {
+    for key in ["rows_read", "applied", "failed", "rejected"] {
+        if faulty.summary[key] != reference.summary[key] {
+            bail!(
+                "with {}, the run's {key} is {} (without: {})",
+                fault.about,
+                faulty.summary[key],
+                reference.summary[key]
+            );
+        }
+    }
+    Ok(())
 }
 
-/// The spans and log records the run's telemetry line says were not delivered.
-fn not_delivered(summary: &Value) -> Result<(u64, u64)> {
+/// The spans and log records the run's telemetry line says were dropped (neither delivered
+/// nor kept in the spool).
+fn dropped(summary: &Value) -> Result<(u64, u64)> {
     let line = summary["telemetry"].as_str().context("no telemetry line")?;
     let number_before = |what: &str| -> Option<u64> {
         let at = line.find(what)?;
@@ -109,6 +183,57 @@ fn not_delivered(summary: &Value) -> Result<(u64, u64)> {
     ) {
         (Some(s), Some(r)) => Ok((s, r)),
         _ => bail!("no counts in the telemetry line {line:?}"),
+    }
+}
+
+/// `invbot telemetry flush` from the run's directory: it must leave the spool empty; returns
+/// what it said it sent.
+fn flush(invbot: &Path, dir: &Path) -> Result<String> {
+    let out = Command::new(invbot)
+        .args(["telemetry", "flush", "--otlp-endpoint", url::COLLECTOR_OTLP])
+        .current_dir(dir)
+        .output()
+        .context("cannot run invbot telemetry flush")?;
+    let said = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if !out.status.success() {
+        bail!(
+            "invbot telemetry flush left telemetry in the spool ({}): {said}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(said
+        .split_once("; sent ")
+        .and_then(|(_, rest)| rest.split_once(';'))
+        .map_or(said.clone(), |(sent, _)| format!("sent {sent}")))
+}
+
+/// What the backends hold of one run.
+#[derive(Debug, PartialEq, Eq)]
+struct Counts {
+    spans: u64,
+    records: u64,
+    /// The run's transactions counter (the bot's), summed over its outcomes.
+    transactions: u64,
+}
+
+impl std::fmt::Display for Counts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} spans in Jaeger, {} records in VictoriaLogs, {} transactions counted in Prometheus",
+            self.spans, self.records, self.transactions
+        )
+    }
+}
+
+impl Counts {
+    fn of(run: &BotRun) -> Result<Self> {
+        Ok(Self {
+            spans: spans(run)?,
+            records: records(run)?,
+            transactions: transactions(run)?,
+        })
     }
 }
 
@@ -136,4 +261,22 @@ fn records(run: &BotRun) -> Result<u64> {
         .first()
         .and_then(|r| r["n"].as_str()?.parse().ok())
         .unwrap_or(0))
+}
+
+/// Prometheus' latest value of the run's transactions counter, summed over its outcomes.
+fn transactions(run: &BotRun) -> Result<u64> {
+    let query = format!(
+        "sum(max_over_time({}{{deployment_environment_name={}}}[30m]))",
+        names::metric::TRANSACTIONS.prometheus,
+        serde_json::to_string(&run.environment)?
+    );
+    let answer = get_json(&format!(
+        "{}/api/v1/query?query={}",
+        url::PROMETHEUS,
+        encode(&query)
+    ))?;
+    Ok(answer["data"]["result"][0]["value"][1]
+        .as_str()
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0) as u64)
 }

@@ -268,8 +268,9 @@ impl ExportHealth {
                     signal = signal.name(),
                     endpoint,
                     %error,
-                    "cannot export telemetry to the OTLP endpoint; the program goes on and \
-                     telemetry that cannot be delivered is dropped (this warning is shown once)"
+                    "cannot export telemetry to the OTLP endpoint; the program goes on, and \
+                     what cannot be delivered is retried, then kept in the spool if there is one, \
+                     else dropped, and counted (this warning is shown once)"
                 );
             });
         }

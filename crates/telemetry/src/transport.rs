@@ -318,8 +318,10 @@ impl tonic::codec::Decoder for RawCodec {
 /// What the sender's errors say when the collector may take the request later: unavailable
 /// (restarting, not listening yet), overloaded, too slow, or the connection lost; the words of
 /// [`Sender::send`].
-const TRANSIENT: [&str; 11] = [
+const TRANSIENT: [&str; 12] = [
     "gRPC code: Unavailable",
+    // The connection lost mid-request (tonic's words): the collector may not have it.
+    "gRPC code: Unknown, message: transport error",
     "gRPC code: DeadlineExceeded",
     "gRPC code: ResourceExhausted",
     "gRPC code: Aborted",
