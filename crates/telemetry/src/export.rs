@@ -5,10 +5,10 @@
 //! these wrappers replace them with a single warning that names the endpoint, and with the
 //! counts that shutdown turns into "N spans were not delivered".
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
@@ -24,11 +24,6 @@ use crate::{ExporterKind, InitError, ShutdownReport, SignalCounts, SignalExport}
 /// The target of the library's own export warnings; the OTel layers never see it, and a console
 /// filter with `telemetry::export=off` leaves reporting export trouble to the program.
 pub const EXPORT_TARGET: &str = "telemetry::export";
-
-/// After a failed export, further exports to that endpoint fail at once for this long. The
-/// exporter retries each batch with backoff (about 0.9 s); without this, a missing collector
-/// would cost that much per batch and per signal, also at exit.
-const FAIL_FAST_FOR: Duration = Duration::from_secs(2);
 
 /// The three signals, for counts and messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,7 +94,6 @@ pub(crate) struct ExportHealth {
     spool_warned: AtomicBool,
     /// Where undelivered requests are kept, once one has been.
     spool_dir: OnceLock<String>,
-    failed_at: Mutex<HashMap<String, Instant>>,
     /// Endpoints that refused our credentials, each said once.
     auth_refused: Mutex<BTreeSet<String>>,
     /// The subscriber the warnings go to: the exporters run on threads of their own, where a
@@ -215,38 +209,15 @@ impl ExportHealth {
         }
     }
 
-    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
-        lock(&self.failed_at)
-    }
-
-    /// Whether `endpoint` failed so recently that trying again now would only add latency.
-    fn failing_fast(&self, endpoint: &str) -> bool {
-        self.failures()
-            .get(endpoint)
-            .is_some_and(|at| at.elapsed() < FAIL_FAST_FOR)
-    }
-
-    /// The outcome of an export; `tried`: it reached the network (a fail-fast refusal does not
-    /// extend the endpoint's failing time).
-    fn record(
-        &self,
-        signal: Signal,
-        endpoint: &str,
-        items: u64,
-        result: &OTelSdkResult,
-        tried: bool,
-    ) {
+    /// The outcome of an export.
+    fn record(&self, signal: Signal, endpoint: &str, items: u64, result: &OTelSdkResult) {
         let tally = self.tally(signal);
         let Err(error) = result else {
             tally.delivered.fetch_add(items, Relaxed);
             tally.exports_ok.fetch_add(1, Relaxed);
-            self.failures().remove(endpoint);
             return;
         };
         tally.exports_failed.fetch_add(1, Relaxed);
-        if tried {
-            self.failures().insert(endpoint.to_owned(), Instant::now());
-        }
         if is_auth_refusal(error) {
             if lock(&self.auth_refused).insert(endpoint.to_owned()) {
                 self.warned.store(true, Relaxed);
@@ -303,8 +274,6 @@ pub(crate) struct Watched<E> {
     signal: Signal,
     endpoint: String,
     health: Arc<ExportHealth>,
-    /// Refuse exports at once while the endpoint is failing (see [`FAIL_FAST_FOR`]).
-    fail_fast: bool,
 }
 
 impl<E> Watched<E> {
@@ -314,39 +283,23 @@ impl<E> Watched<E> {
             signal,
             endpoint,
             health: health.clone(),
-            fail_fast: true,
         }
-    }
-
-    /// Every export is tried: for our sender, which retries with its own backoff and has no
-    /// retry delay inside it to avoid (hotpath/queue.rs).
-    pub(crate) fn always_trying(mut self) -> Self {
-        self.fail_fast = false;
-        self
     }
 
     pub(crate) fn inner(&self) -> &E {
         &self.inner
     }
 
-    /// Runs one export of `items` unless the endpoint is failing fast, and records the outcome;
-    /// never retries by itself.
+    /// Runs one export of `items` and records the outcome; never retries by itself (the
+    /// sending thread does, hotpath/send.rs).
     pub(crate) async fn watch(
         &self,
         items: u64,
         export: impl Future<Output = OTelSdkResult>,
     ) -> OTelSdkResult {
-        let tried = !(self.fail_fast && self.health.failing_fast(&self.endpoint));
-        let result = if tried {
-            export.await
-        } else {
-            Err(OTelSdkError::InternalFailure(format!(
-                "{} failed less than {FAIL_FAST_FOR:?} ago; batch dropped",
-                self.endpoint
-            )))
-        };
+        let result = export.await;
         self.health
-            .record(self.signal, &self.endpoint, items, &result, tried);
+            .record(self.signal, &self.endpoint, items, &result);
         result
     }
 }

@@ -5,9 +5,10 @@
 //! enter and exit, and sends every item through a channel of its own. Here the caller records
 //! into plain structs kept in the tracing registry ([`layer`]), and finished items go into a
 //! per-thread shard of the signal's queue ([`queue`]); an encoding thread takes whole batches
-//! and writes OTLP protobuf from them ([`otlp`]), and a sending thread delivers the requests,
-//! retrying transient failures (transport.rs' `Sender`; the console exporter gets the SDK's types
-//! instead, traces.rs and logs.rs). ARCHITECTURE.md ("The hot path, measured") has the figures.
+//! and writes OTLP protobuf from them ([`otlp`]), and a sending thread ([`send`]) delivers the
+//! requests, retrying transient failures and keeping in the spool what shutdown gives up on
+//! (transport.rs' `Sender`, spool.rs; the console exporter gets the SDK's types instead,
+//! traces.rs and logs.rs). ARCHITECTURE.md ("The hot path, measured") has the figures.
 
 pub(crate) mod layer;
 pub(crate) mod otlp;

@@ -163,7 +163,7 @@ impl Otlp {
         health: &Arc<ExportHealth>,
     ) -> Result<Self, InitError> {
         Ok(Self {
-            sender: watched(signal, Sender::new(c, signal), c, health)?.always_trying(),
+            sender: watched(signal, Sender::new(c, signal), c, health)?,
             spool,
             signal,
             health: health.clone(),
