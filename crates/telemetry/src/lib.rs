@@ -11,7 +11,7 @@
 //! })?; // then, with the `cli` feature, `TelemetryArgs::apply`: a flag beats the environment
 //! let guard = telemetry::Telemetry::builder(config).init()?;
 //! tracing::info!("working");
-//! let report = guard.shutdown(); // traces, then logs, then metrics, within the deadline
+//! let report = guard.shutdown(); // metrics, then traces, then logs, within the deadline
 //! # Ok(()) }
 //! ```
 //!
@@ -380,7 +380,7 @@ impl TelemetryGuard {
             .map(resources::ResourceSampler::latest)
     }
 
-    /// Flushes traces, then logs, then metrics, within the configured deadline.
+    /// Flushes metrics, then traces, then logs, within the configured deadline.
     pub fn shutdown(mut self) -> ShutdownReport {
         self.shutdown_inner()
     }

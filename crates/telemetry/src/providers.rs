@@ -71,10 +71,12 @@ impl Providers {
         })
     }
 
-    /// Shuts down traces, then logs, then metrics, on a thread of its own so that a collector
+    /// Shuts down metrics, then traces, then logs, on a thread of its own so that a collector
     /// that hangs cannot hold the caller past `deadline`; returns the providers' errors. The
     /// three sending threads retry until shortly before the deadline, then keep what is left in
-    /// the spool.
+    /// the spool. Metrics go first: their final export is one small request, and behind a
+    /// burst of spans and records it would reach the give-up time unsent (each signal has a
+    /// sending thread of its own, so the order costs the others nothing).
     pub(crate) fn shutdown(self, deadline: Duration) -> Result<Vec<String>, TimedOut> {
         let give_up = Instant::now() + deadline - (deadline / 5).min(KEEP_TIME);
         let queues = [
@@ -96,6 +98,10 @@ impl Providers {
                 let start = Instant::now();
                 let left = || deadline.saturating_sub(start.elapsed());
                 let mut errors = Vec::new();
+                if let Some(p) = self.meter {
+                    p.shutdown_with_timeout(left())
+                        .unwrap_or_else(|e| errors.push(format!("metrics: {e}")));
+                }
                 if let Some(q) = self.spans {
                     q.drain(true, left())
                         .unwrap_or_else(|e| errors.push(format!("traces: {e}")));
@@ -103,10 +109,6 @@ impl Providers {
                 if let Some(q) = self.logs {
                     q.drain(true, left())
                         .unwrap_or_else(|e| errors.push(format!("logs: {e}")));
-                }
-                if let Some(p) = self.meter {
-                    p.shutdown_with_timeout(left())
-                        .unwrap_or_else(|e| errors.push(format!("metrics: {e}")));
                 }
                 let _ = tx.send(errors);
             });
