@@ -18,7 +18,7 @@ use crate::stack::{self, Ctx};
 /// The secured collector's ports, beside the stack's (gRPC; OTLP/HTTP is the next one).
 const GRPC: u16 = 4347;
 const HEALTH: u16 = 13163;
-const EXPORTER: u16 = 8893;
+const METRICS_QUEUE: u16 = 4349;
 const TELEMETRY: u16 = 8918;
 
 pub(crate) fn check(root: &Path, ctx: &Ctx) -> Result<()> {
@@ -184,7 +184,7 @@ impl Secured {
             .env("INV_OTLP_GRPC_PORT", GRPC.to_string())
             .env("INV_OTLP_HTTP_PORT", (GRPC + 1).to_string())
             .env("INV_HEALTH_PORT", HEALTH.to_string())
-            .env("INV_PROMETHEUS_EXPORTER_PORT", EXPORTER.to_string())
+            .env("INV_METRICS_QUEUE_PORT", METRICS_QUEUE.to_string())
             .env("INV_TELEMETRY_PORT", TELEMETRY.to_string())
             .env("INV_OTLP_TOKEN", token)
             .env("INV_TLS_CERT_FILE", cert)

@@ -1,6 +1,7 @@
 //! `cargo xtask fault-e2e` (in CI): the same clean input run once as it is and then once under
-//! each fault: the collector killed (SIGKILL) mid-run and started again; the collector absent
-//! for the whole run and started afterwards; Jaeger restarted mid-run; the log store restarted
+//! each fault: the collector killed (SIGKILL) mid-run and started again; the collector killed
+//! as the run ends, before Prometheus could have scraped a collector; the collector absent for
+//! the whole run and started afterwards; Jaeger restarted mid-run; the log store restarted
 //! mid-run. After each faulty run, `invbot telemetry flush` sends what the run kept in its
 //! spool. Then the backends must hold everything the fault-free run delivered (spans in Jaeger,
 //! records in VictoriaLogs, the transactions counter in Prometheus), the run's report must say
@@ -19,38 +20,52 @@ use crate::stack::{self, Ctx, url};
 
 const ROWS: &str = "3000";
 
-/// One fault: what is done to the stack before the run, and during it.
+/// One fault: what is done to the stack before the run, during it, and as it ends.
 struct Fault {
     label: &'static str,
     about: &'static str,
     before: fn(&Ctx) -> Result<()>,
     during: fn(&Ctx) -> Result<()>,
+    after: fn(&Ctx) -> Result<()>,
 }
 
-const FAULTS: [Fault; 4] = [
+const FAULTS: [Fault; 5] = [
     Fault {
         label: "fault-collector-killed",
         about: "the collector killed mid-run and started again",
         before: nothing,
         during: |ctx| mid_run(ctx, |ctx| stack::kill_one(ctx, "otel-collector")),
+        after: nothing,
+    },
+    Fault {
+        label: "fault-collector-killed-after",
+        about: "the collector killed as the run ends and started again",
+        before: nothing,
+        during: nothing,
+        // The run's last metrics were just acknowledged: a collector that kept them in memory
+        // for Prometheus to scrape would lose them here.
+        after: |ctx| stack::kill_one(ctx, "otel-collector"),
     },
     Fault {
         label: "fault-collector-absent",
         about: "the collector absent for the whole run and started afterwards",
         before: |ctx| stack::stop_one(ctx, "otel-collector"),
         during: nothing,
+        after: nothing,
     },
     Fault {
         label: "fault-jaeger-restarted",
         about: "Jaeger restarted mid-run",
         before: nothing,
         during: |ctx| mid_run(ctx, |ctx| stack::stop_one(ctx, "jaeger")),
+        after: nothing,
     },
     Fault {
         label: "fault-logstore-restarted",
         about: "VictoriaLogs restarted mid-run",
         before: nothing,
         during: |ctx| mid_run(ctx, |ctx| stack::stop_one(ctx, "victorialogs")),
+        after: nothing,
     },
 ];
 
@@ -89,6 +104,7 @@ fn check(root: &Path, ctx: &Ctx) -> Result<()> {
         let started = fresh_start(root, ctx, fault.label, &args)?;
         (fault.during)(ctx)?;
         let faulty = started.finish()?;
+        (fault.after)(ctx)?;
         stack::up(ctx)?;
         same_results(fault, &faulty, &reference)?;
         let dropped = dropped(&faulty.summary)?;

@@ -1598,21 +1598,15 @@ mod tests {
         }
     }
 
-    /// Native jobs that Kubernetes scrapes under another job name: (native, Kubernetes, why).
-    const SCRAPED_AS: [(&str, &str, &str); 1] = [(
-        "otel-gateway",
-        "otel-collector-exporter",
-        "in Kubernetes the gateways are the only Prometheus exporters (8889), so they are the job the rules watch",
-    )];
-
     /// The Kubernetes Prometheus config is prometheus/prometheus.yml with discovery instead of
-    /// targets: the same global settings and rule files, and every native job scraped under its
-    /// name (or the one of [`SCRAPED_AS`]), on its port and path.
+    /// targets: the same global settings, storage and rule files, and every native job scraped
+    /// under its name, on its port and path.
     #[test]
     fn the_prometheus_config_scrapes_the_native_jobs_on_the_native_ports() {
         let native = yaml(&crate::root().join("prometheus/prometheus.yml"));
         let k8s = yaml(&crate::root().join(KUBERNETES_ONLY[1].0));
         assert_eq!(native["global"], k8s["global"]);
+        assert_eq!(native["storage"], k8s["storage"]);
         assert_eq!(native["rule_files"], k8s["rule_files"]);
         let objects = base_objects();
         let k8s_jobs = k8s["scrape_configs"].as_array().expect("scrape_configs");
@@ -1641,47 +1635,6 @@ mod tests {
                 .expect("a target");
             let native_port = port(target);
             let path = job["metrics_path"].as_str().unwrap_or("/metrics");
-            if let Some((_, as_job, _)) = SCRAPED_AS.iter().find(|(n, _, _)| *n == name) {
-                let same = k8s_jobs
-                    .iter()
-                    .find(|j| j["job_name"] == *as_job)
-                    .unwrap_or_else(|| panic!("{name} is scraped as {as_job}, which is missing"));
-                // The port differs: natively the gateways share one host.
-                for key in ["honor_labels", "scrape_interval", "metrics_path"] {
-                    assert_eq!(same[key], job[key], "{name} as {as_job}: {key}");
-                }
-                continue;
-            }
-            if let Some(same) = k8s_jobs.iter().find(|j| j["job_name"] == name) {
-                // A job of its own (the exporter): the same settings, the pods' port of that name.
-                for key in ["honor_labels", "scrape_interval", "metrics_path"] {
-                    assert_eq!(same[key], job[key], "{name}: {key}");
-                }
-                let port_name = same["relabel_configs"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|r| {
-                        r["source_labels"] == json!(["__meta_kubernetes_pod_container_port_name"])
-                    })
-                    .and_then(|r| r["regex"].as_str())
-                    .expect("the job keeps a named port");
-                let ports: Vec<&Value> = objects
-                    .iter()
-                    .filter_map(pod_spec)
-                    .flat_map(containers)
-                    .flat_map(|c| c["ports"].as_array().into_iter().flatten())
-                    .filter(|p| p["name"] == port_name)
-                    .collect();
-                assert!(
-                    !ports.is_empty(),
-                    "{name}: no container port named {port_name}"
-                );
-                for p in ports {
-                    assert_eq!(p["containerPort"], native_port, "{name}");
-                }
-                continue;
-            }
             let scraped: Vec<&Value> = objects
                 .iter()
                 .filter(|o| pod_spec(o).is_some())

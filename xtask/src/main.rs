@@ -84,8 +84,9 @@ const TASKS: &[Task] = &[
     Task {
         name: "fault-e2e",
         about: "stack up, a clean run, then the same run under each fault (the collector killed \
-                mid-run, the collector absent for the whole run, Jaeger restarted mid-run, the \
-                log store restarted mid-run), each followed by invbot telemetry flush: the \
+                mid-run, the collector killed as the run ends, the collector absent for the whole \
+                run, Jaeger restarted mid-run, the log store restarted mid-run), each followed by \
+                invbot telemetry flush: the \
                 backends hold everything the clean run delivered, nothing is dropped, and the \
                 run's counts are unchanged; stack down",
         action: Action::Run(fault_check::fault_e2e),

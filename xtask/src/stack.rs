@@ -265,6 +265,8 @@ fn backends(ctx: &Ctx) -> Result<Vec<Backend>> {
                 format!("--storage.tsdb.path={data}/prometheus"),
                 format!("--web.listen-address={}", listen(url::PROMETHEUS)),
                 "--enable-feature=exemplar-storage".into(),
+                // The collector writes metrics in (otel-collector/config.yaml).
+                "--web.enable-remote-write-receiver".into(),
                 "--web.enable-lifecycle".into(),
             ],
             env: Vec::new(),
@@ -301,8 +303,6 @@ pub(crate) struct Gateway {
     pub(crate) name: &'static str,
     grpc: u16,
     health: u16,
-    /// The Prometheus exporter (prometheus/prometheus.yml's `otel-gateway` job scrapes it).
-    exporter: u16,
     /// The collector's own metrics.
     pub(crate) telemetry: u16,
 }
@@ -312,14 +312,12 @@ pub(crate) const GATEWAYS: [Gateway; 2] = [
         name: "otel-gateway-1",
         grpc: 4327,
         health: 13143,
-        exporter: 8891,
         telemetry: 8898,
     },
     Gateway {
         name: "otel-gateway-2",
         grpc: 4337,
         health: 13153,
-        exporter: 8892,
         telemetry: 8908,
     },
 ];
@@ -343,10 +341,7 @@ fn collectors(ctx: &Ctx, root: &str, data: &str, version: &str) -> Result<Vec<Ba
             args: config(&["config.yaml"]),
             env: Vec::new(),
             health: "http://127.0.0.1:13133/".into(),
-            shown: format!(
-                "{} (OTLP gRPC), :4318 (HTTP), :8889 (Prometheus exporter)",
-                url::COLLECTOR_OTLP
-            ),
+            shown: format!("{} (OTLP gRPC), :4318 (HTTP)", url::COLLECTOR_OTLP),
             install: install(),
         }]);
     }
@@ -360,16 +355,14 @@ fn collectors(ctx: &Ctx, root: &str, data: &str, version: &str) -> Result<Vec<Ba
                 ("INV_OTLP_GRPC_PORT", g.grpc.to_string()),
                 ("INV_OTLP_HTTP_PORT", (g.grpc + 1).to_string()),
                 ("INV_HEALTH_PORT", g.health.to_string()),
-                ("INV_PROMETHEUS_EXPORTER_PORT", g.exporter.to_string()),
+                // The metrics' queue hop: the gRPC port + 2.
+                ("INV_METRICS_QUEUE_PORT", (g.grpc + 2).to_string()),
                 ("INV_TELEMETRY_PORT", g.telemetry.to_string()),
                 // Each gateway its own export queue.
                 ("INV_STATE_DIR", format!("{data}/{}", g.name)),
             ],
             health: format!("http://127.0.0.1:{}/", g.health),
-            shown: format!(
-                "127.0.0.1:{} (OTLP gRPC), :{} (Prometheus exporter)",
-                g.grpc, g.exporter
-            ),
+            shown: format!("127.0.0.1:{} (OTLP gRPC)", g.grpc),
             install: install(),
         })
         .collect();

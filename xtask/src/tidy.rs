@@ -42,22 +42,10 @@ mod tests {
     }
 
     /// Prometheus cannot expand variables, so compose mounts a twin of the native config: the
-    /// same in everything but the targets' hosts, which must be compose services, and the
-    /// native gateway topology's job, which compose does not run.
+    /// same in everything but the targets' hosts, which must be compose services.
     #[test]
     fn the_compose_prometheus_config_differs_only_by_target_hosts() {
-        const NATIVE_ONLY_JOBS: [&str; 1] = ["otel-gateway"];
-        let mut native = yaml("prometheus/prometheus.yml");
-        let jobs = native["scrape_configs"]
-            .as_array_mut()
-            .expect("scrape_configs");
-        let before = jobs.len();
-        jobs.retain(|j| !NATIVE_ONLY_JOBS.iter().any(|n| j["job_name"] == *n));
-        assert_eq!(
-            before - jobs.len(),
-            NATIVE_ONLY_JOBS.len(),
-            "native-only jobs"
-        );
+        let native = yaml("prometheus/prometheus.yml");
         let mut compose = yaml("prometheus/prometheus.compose.yml");
         let services: BTreeSet<String> = yaml("compose/docker-compose.yml")["services"]
             .as_object()
