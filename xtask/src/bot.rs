@@ -70,6 +70,8 @@ pub(crate) struct BotRun {
     pub(crate) summary: Value,
     /// What the bot printed on stderr.
     pub(crate) stderr: String,
+    /// Its exit status: 0, or 3 when some rows failed or were rejected.
+    pub(crate) exit_code: Option<i32>,
 }
 
 /// Builds invbot and runs it (the built-in sample, its own API) with `extra` flags. The fresh
@@ -146,6 +148,7 @@ impl Started {
             environment: self.environment,
             summary,
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            exit_code: out.status.code(),
         })
     }
 }

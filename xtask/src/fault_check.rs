@@ -1,11 +1,11 @@
 //! `cargo xtask fault-e2e` (in CI): the same clean input run once as it is and then once under
 //! each fault: the collector killed (SIGKILL) mid-run and started again; the collector killed
-//! as the run ends, before Prometheus could have scraped a collector; the collector absent for
+//! as the run ends, its last metrics just acknowledged; the collector absent for
 //! the whole run and started afterwards; Jaeger restarted mid-run; the log store restarted
 //! mid-run. After each faulty run, `invbot telemetry flush` sends what the run kept in its
 //! spool. Then the backends must hold everything the fault-free run delivered (spans in Jaeger,
 //! records in VictoriaLogs, the transactions counter in Prometheus), the run's report must say
-//! nothing was dropped, and the run's own results must not change.
+//! nothing was dropped, and the run's own results and exit status must not change.
 
 use std::path::Path;
 use std::process::Command;
@@ -170,8 +170,16 @@ fn fresh_start(root: &Path, ctx: &Ctx, label: &str, args: &[&str]) -> Result<bot
     bot::start(root, ctx, label, args, &[])
 }
 
-/// The run's own results are those of the fault-free run.
+/// The run's own results and exit status are those of the fault-free run.
 fn same_results(fault: &Fault, faulty: &BotRun, reference: &BotRun) -> Result<()> {
+    if faulty.exit_code != reference.exit_code {
+        bail!(
+            "with {}, the run exited with {:?} (without: {:?})",
+            fault.about,
+            faulty.exit_code,
+            reference.exit_code
+        );
+    }
     for key in ["rows_read", "applied", "failed", "rejected"] {
         if faulty.summary[key] != reference.summary[key] {
             bail!(

@@ -20,7 +20,7 @@ use crate::traces::init_traces;
 use crate::{Config, InitError, ResourceConfig};
 
 /// None of them when the SDK is disabled.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub(crate) struct Providers {
     pub(crate) spans: Option<Arc<Queue<FinishedSpan>>>,
     pub(crate) logs: Option<Arc<Queue<LogItem>>>,

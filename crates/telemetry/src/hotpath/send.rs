@@ -97,8 +97,8 @@ pub(crate) fn drain<R>(tx: &mpsc::Sender<Out<R>>, stop: bool, timeout: Duration)
 
 /// When the sending thread stops retrying and keeps (or drops) what is left: set by shutdown a
 /// little before its deadline, so that keeping it fits in; now, when the queue is gone.
-#[derive(Debug, Clone)]
-pub(crate) struct GiveUp(Arc<watch::Sender<Option<Instant>>>);
+#[derive(Debug)]
+pub(crate) struct GiveUp(watch::Sender<Option<Instant>>);
 
 impl GiveUp {
     pub(crate) fn at(&self, when: Instant) {
@@ -158,7 +158,7 @@ pub(crate) fn start<R: Clone + Send + 'static>(
     std::thread::Builder::new()
         .name(format!("telemetry-{}-send", signal.name()))
         .spawn(move || sending.run(&rx))?;
-    Ok((tx, GiveUp(Arc::new(give_up))))
+    Ok((tx, GiveUp(give_up)))
 }
 
 /// The sending thread: up to [`IN_FLIGHT`] requests at a time, each counted out of the queue
@@ -182,13 +182,12 @@ enum Outcome {
 }
 
 impl<P> Sending<P> {
-    fn run<R: Clone>(self, rx: &mpsc::Receiver<Out<R>>)
+    fn run<R: Clone>(mut self, rx: &mpsc::Receiver<Out<R>>)
     where
         P: Transport<R>,
     {
-        let mut this = self;
-        this.runtime
-            .block_on(this.transport.send_kept(this.give_up.clone()));
+        self.runtime
+            .block_on(self.transport.send_kept(self.give_up.clone()));
         while let Ok(first) = rx.recv() {
             // The requests waiting, up to IN_FLIGHT, go out together; a drain waits for them.
             let mut requests = Vec::new();
@@ -206,11 +205,11 @@ impl<P> Sending<P> {
                     next = rx.try_recv().ok();
                 }
             }
-            let sends = requests.into_iter().map(|(r, n)| this.deliver(r, n));
-            this.runtime.block_on(futures_util::future::join_all(sends));
+            let sends = requests.into_iter().map(|(r, n)| self.deliver(r, n));
+            self.runtime.block_on(futures_util::future::join_all(sends));
             if let Some(drain) = drain {
                 let result = if drain.stop {
-                    this.transport.shutdown(drain.timeout)
+                    self.transport.shutdown(drain.timeout)
                 } else {
                     Ok(())
                 };
