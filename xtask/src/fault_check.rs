@@ -274,10 +274,13 @@ fn spans(run: &BotRun) -> Result<u64> {
     Ok(total)
 }
 
-/// VictoriaLogs' records of the run's environment.
+/// VictoriaLogs' records of the run's environment, each counted once: a collector killed after
+/// sending a request from its file queue and before marking it done sends it again when it is
+/// back (at least once), and VictoriaLogs keeps both copies. A record is its time, span and
+/// message. (Jaeger keeps a span once, by its id.)
 fn records(run: &BotRun) -> Result<u64> {
     let query = format!(
-        "{{deployment.environment.name={}}} | stats count() n",
+        "{{deployment.environment.name={}}} | stats count_uniq(_time, span_id, _msg) n",
         serde_json::to_string(&run.environment)?
     );
     let rows = logsql(&query, Duration::from_secs(1800))?;
