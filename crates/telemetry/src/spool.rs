@@ -60,15 +60,29 @@ pub fn pending(c: &SpoolConfig) -> io::Result<SignalCounts> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(counts),
         entries => entries?,
     };
-    let [traces, logs, metrics] = parts(c, Arc::default());
     for entry in entries {
         let path = entry?.path();
-        let items = |part: &Spool| part.parse(&path).map_or(0, |(_, items)| items);
-        counts.spans += items(&traces);
-        counts.logs += items(&logs);
-        counts.metric_points += items(&metrics);
+        let items = |signal| parse(signal, &path).map_or(0, |(_, items)| items);
+        counts.spans += items(Signal::Traces);
+        counts.logs += items(Signal::Logs);
+        counts.metric_points += items(Signal::Metrics);
     }
     Ok(counts)
+}
+
+/// A file's write time and items, if it is one of `signal`'s.
+fn parse(signal: Signal, path: &Path) -> Option<(u128, u64)> {
+    let name = path.file_name()?.to_str()?;
+    let rest = name
+        .strip_prefix(signal.name())?
+        .strip_prefix('-')?
+        .strip_suffix(EXTENSION)?
+        .strip_suffix('.')?;
+    let parts: Vec<&str> = rest.split('-').collect();
+    match parts[..] {
+        [ms, _pid, _seq, items] => Some((ms.parse().ok()?, items.parse().ok()?)),
+        _ => None,
+    }
 }
 
 /// The spool directory's parts for the three signals, sharing one size count.
@@ -81,18 +95,17 @@ pub(crate) fn open(c: &SpoolConfig) -> io::Result<[Spool; 3]> {
             used += entry.metadata()?.len();
         }
     }
-    Ok(parts(c, Arc::new(AtomicU64::new(used))))
-}
-
-fn parts(c: &SpoolConfig, used: Arc<AtomicU64>) -> [Spool; 3] {
-    [Signal::Traces, Signal::Logs, Signal::Metrics].map(|signal| Spool {
-        dir: c.dir.clone(),
-        signal,
-        max_bytes: c.max_bytes,
-        max_age: c.max_age,
-        used: used.clone(),
-        written: AtomicU64::new(0),
-    })
+    let used = Arc::new(AtomicU64::new(used));
+    Ok(
+        [Signal::Traces, Signal::Logs, Signal::Metrics].map(|signal| Spool {
+            dir: c.dir.clone(),
+            signal,
+            max_bytes: c.max_bytes,
+            max_age: c.max_age,
+            used: used.clone(),
+            written: AtomicU64::new(0),
+        }),
+    )
 }
 
 impl Spool {
@@ -146,7 +159,7 @@ impl Spool {
         let mut expired = 0;
         for entry in fs::read_dir(&self.dir)? {
             let path = entry?.path();
-            let Some((written_ms, items)) = self.parse(&path) else {
+            let Some((written_ms, items)) = parse(self.signal, &path) else {
                 continue;
             };
             if written_ms < oldest {
@@ -163,21 +176,6 @@ impl Spool {
             files: files.into_iter().map(|(_, k)| k).collect(),
             expired,
         }))
-    }
-
-    /// A file's write time and items, if it is one of this signal's.
-    fn parse(&self, path: &Path) -> Option<(u128, u64)> {
-        let name = path.file_name()?.to_str()?;
-        let rest = name
-            .strip_prefix(self.signal.name())?
-            .strip_prefix('-')?
-            .strip_suffix(EXTENSION)?
-            .strip_suffix('.')?;
-        let parts: Vec<&str> = rest.split('-').collect();
-        match parts[..] {
-            [ms, _pid, _seq, items] => Some((ms.parse().ok()?, items.parse().ok()?)),
-            _ => None,
-        }
     }
 
     /// Deletes a kept file (sent, refused or expired).

@@ -225,12 +225,12 @@ impl Transport<Bytes> for Otlp {
             };
             // Counted as an export, not as items: they were counted by the process that kept them.
             let result = tokio::select! {
-                r = self.sender.watch(0, self.sender.inner().send(request.into())) => r,
+                r = self.send(request.into(), 0) => r,
                 () = give_up.clone().wait() => return,
             };
             match result {
                 Ok(()) => self.health.resent(self.signal, kept.items),
-                Err(e) if crate::transport::transient(&e) => return,
+                Err(e) if self.transient(&e) => return,
                 Err(_) => self.health.spool_lost(self.signal, kept.items),
             }
             spool.remove(&kept.path, kept.bytes);
