@@ -169,6 +169,7 @@ impl Telemetry {
                     providers.logs.clone(),
                     traces::sampler(c.export.sampler),
                     c.export.span_limits,
+                    propagation::Propagation::new(&c.export.propagators),
                 )
             }),
         )?;

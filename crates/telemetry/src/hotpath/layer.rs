@@ -32,6 +32,7 @@ use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
 use super::queue::Queue;
 use crate::SpanLimitsConfig;
+use crate::propagation::Propagation;
 
 /// A span's identity, kept in the registry's extensions for as long as the span lives.
 #[derive(Debug)]
@@ -200,6 +201,7 @@ pub(crate) struct HotLayer {
     sampler: Sampler,
     ids: RandomIdGenerator,
     limits: SpanLimitsConfig,
+    pub(crate) propagation: Propagation,
 }
 
 impl HotLayer {
@@ -208,6 +210,7 @@ impl HotLayer {
         logs: Option<Arc<Queue<LogItem>>>,
         sampler: Sampler,
         limits: SpanLimitsConfig,
+        propagation: Propagation,
     ) -> Self {
         Self {
             spans,
@@ -215,6 +218,7 @@ impl HotLayer {
             sampler,
             ids: RandomIdGenerator::default(),
             limits,
+            propagation,
         }
     }
 

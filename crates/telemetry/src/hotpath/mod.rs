@@ -42,8 +42,19 @@ pub(crate) fn span_context(span: &tracing::Span) -> Option<SpanContext> {
     with_state(span, |_, state| state.cx.clone())
 }
 
-/// Makes `remote` the parent of `span` (a root until now), as a server does with the context
-/// its request carried; call it before the span has children.
-pub(crate) fn set_remote_parent(span: &tracing::Span, remote: SpanContext) {
-    with_state(span, |layer, state| layer.adopt(state, remote));
+/// Writes the context of `span` into `headers` with its layer's propagators.
+pub(crate) fn inject(span: &tracing::Span, headers: &mut http::HeaderMap) {
+    with_state(span, |layer, state| {
+        layer.propagation.inject(&state.cx, headers)
+    });
+}
+
+/// Makes the remote context `headers` carry the parent of `span` (a root until now), as a
+/// server does with the context its request carried; call it before the span has children.
+pub(crate) fn set_parent_from_headers(span: &tracing::Span, headers: &http::HeaderMap) {
+    with_state(span, |layer, state| {
+        if let Some(remote) = layer.propagation.extract(headers) {
+            layer.adopt(state, remote);
+        }
+    });
 }
