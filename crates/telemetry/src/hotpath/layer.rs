@@ -23,6 +23,7 @@ use opentelemetry::{Context, KeyValue, Value};
 use opentelemetry_sdk::trace::{
     IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, ShouldSample,
 };
+use smallstr::SmallString;
 use smallvec::SmallVec;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -105,23 +106,15 @@ pub(crate) struct Span32 {
 /// An item's attributes and their strings, kept inline in the item: the caller allocates
 /// nothing for a typical item, and the export thread, which drops the item, frees nothing the
 /// caller's allocator arena would have to take back.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Attrs {
     text: Text,
     list: SmallVec<[(&'static str, Val); 6]>,
     pub(crate) dropped: u32,
 }
 
-/// The strings of one item, UTF-8, one after the other.
-#[derive(Debug, Default)]
-struct Text(SmallVec<[u8; 64]>);
-
-impl fmt::Write for Text {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
-    }
-}
+/// The strings of one item, one after the other.
+type Text = SmallString<[u8; 64]>;
 
 #[derive(Debug, Clone, Copy)]
 enum Val {
@@ -140,15 +133,25 @@ pub(crate) enum Plain<'a> {
     Bool(bool),
 }
 
+impl Default for Attrs {
+    fn default() -> Self {
+        Self {
+            text: Text::new(),
+            list: SmallVec::new(),
+            dropped: 0,
+        }
+    }
+}
+
 impl Attrs {
     fn push_str(&mut self, s: &str) -> Span32 {
-        let start = self.text.0.len();
-        self.text.0.extend_from_slice(s.as_bytes());
+        let start = self.text.len();
+        self.text.push_str(s);
         self.span_from(start)
     }
 
     fn push_debug(&mut self, value: &dyn fmt::Debug) -> Span32 {
-        let start = self.text.0.len();
+        let start = self.text.len();
         let _ = write!(self.text, "{value:?}");
         self.span_from(start)
     }
@@ -158,15 +161,14 @@ impl Attrs {
         let at = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         Span32 {
             start: at(start),
-            end: at(self.text.0.len()),
+            end: at(self.text.len()),
         }
     }
 
     pub(crate) fn text(&self, at: Span32) -> &str {
-        let bytes = self.text.0.get(at.start as usize..at.end as usize);
-        // Whole strings were written, so the bytes are UTF-8.
-        bytes
-            .and_then(|b| std::str::from_utf8(b).ok())
+        // Whole strings were written, so both ends are on character boundaries.
+        self.text
+            .get(at.start as usize..at.end as usize)
             .unwrap_or_default()
     }
 

@@ -52,7 +52,7 @@ impl Encoder {
     pub(crate) fn new(resource: &Resource, scope: &str, value_length_limit: Option<usize>) -> Self {
         let mut attrs = Vec::new();
         for (key, value) in resource.iter() {
-            put_kv(&mut attrs, 1, key.as_str(), &ValueRef::Otel(value), None);
+            put_value_kv(&mut attrs, 1, key.as_str(), value, None);
         }
         let mut resource = Vec::new();
         put_len_field(&mut resource, 1, &attrs);
@@ -252,7 +252,7 @@ fn span_message(buf: &mut Vec<u8>, span: &FinishedSpan, limit: Option<usize>) {
     put_fixed64(buf, 7, nanos(r.start));
     put_fixed64(buf, 8, nanos(span.end));
     for (key, value) in r.attrs.iter() {
-        put_kv(buf, 9, key, &ValueRef::Plain(value), limit);
+        put_kv(buf, 9, key, value, limit);
     }
     put_uint(buf, 10, u64::from(r.attrs.dropped));
     for event in &r.events {
@@ -260,13 +260,7 @@ fn span_message(buf: &mut Vec<u8>, span: &FinishedSpan, limit: Option<usize>) {
         put_fixed64(&mut e, 1, nanos(event.timestamp));
         put_str(&mut e, 2, &event.name);
         for kv in &event.attributes {
-            put_kv(
-                &mut e,
-                3,
-                kv.key.as_str(),
-                &ValueRef::Otel(&kv.value),
-                limit,
-            );
+            put_value_kv(&mut e, 3, kv.key.as_str(), &kv.value, limit);
         }
         put_uint(&mut e, 4, u64::from(event.dropped_attributes_count));
         put_len_field(buf, 11, &e);
@@ -303,7 +297,7 @@ fn log_message(buf: &mut Vec<u8>, item: &LogItem) {
         put_str_always(buf, 1, body);
     }
     for (key, value) in item.attrs.iter() {
-        put_kv(buf, 6, key, &ValueRef::Plain(value), None);
+        put_kv(buf, 6, key, value, None);
     }
     if let Some((trace_id, span_id, flags)) = item.trace {
         put_tag(buf, 8, FIXED32);
@@ -330,12 +324,6 @@ fn nanos(t: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-/// An attribute value from the hot path, or one the SDK's types hold (resource, span events).
-enum ValueRef<'a> {
-    Plain(Plain<'a>),
-    Otel(&'a Value),
-}
-
 /// `s` cut to `limit` characters (OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT; the SDK has none).
 pub(crate) fn cut(s: &str, limit: Option<usize>) -> &str {
     match limit.and_then(|l| s.char_indices().nth(l)) {
@@ -344,34 +332,38 @@ pub(crate) fn cut(s: &str, limit: Option<usize>) -> &str {
     }
 }
 
-/// A `KeyValue` as field `field`.
-fn put_kv(buf: &mut Vec<u8>, field: u32, key: &str, value: &ValueRef<'_>, limit: Option<usize>) {
-    // Scalars' lengths are known without writing them first (the common case, no allocation).
-    let scalar = match value {
-        ValueRef::Plain(p) => Some(*p),
-        ValueRef::Otel(Value::String(s)) => Some(Plain::Str(s.as_str())),
-        ValueRef::Otel(Value::Bool(b)) => Some(Plain::Bool(*b)),
-        ValueRef::Otel(Value::I64(v)) => Some(Plain::I64(*v)),
-        ValueRef::Otel(Value::F64(v)) => Some(Plain::F64(*v)),
-        ValueRef::Otel(_) => None,
+/// A `KeyValue` of the SDK's types (the resource, span events) as field `field`.
+fn put_value_kv(buf: &mut Vec<u8>, field: u32, key: &str, value: &Value, limit: Option<usize>) {
+    let plain = match value {
+        Value::String(s) => Plain::Str(s.as_str()),
+        Value::Bool(b) => Plain::Bool(*b),
+        Value::I64(v) => Plain::I64(*v),
+        Value::F64(v) => Plain::F64(*v),
+        other => {
+            let mut any = Vec::new();
+            put_composite(&mut any, other, limit);
+            put_tag(buf, field, LEN);
+            put_varint(
+                buf,
+                (field_len(1, key.len()) + field_len(2, any.len())) as u64,
+            );
+            put_str_always(buf, 1, key);
+            put_len_field(buf, 2, &any);
+            return;
+        }
     };
-    let Some(plain) = scalar else {
-        let mut any = Vec::new();
-        put_any(&mut any, value, limit);
-        put_tag(buf, field, LEN);
-        put_varint(
-            buf,
-            (field_len(1, key.len()) + field_len(2, any.len())) as u64,
-        );
-        put_str_always(buf, 1, key);
-        put_len_field(buf, 2, &any);
-        return;
-    };
-    let plain = match plain {
+    put_kv(buf, field, key, plain, limit);
+}
+
+/// A `KeyValue` as field `field`: a scalar's length is known before it is written, so it goes
+/// straight into `buf` (the hot path: every attribute of every item).
+#[inline]
+fn put_kv(buf: &mut Vec<u8>, field: u32, key: &str, value: Plain<'_>, limit: Option<usize>) {
+    let value = match value {
         Plain::Str(s) => Plain::Str(cut(s, limit)),
         other => other,
     };
-    let any_len = match plain {
+    let any_len = match value {
         Plain::Str(s) => field_len(1, s.len()),
         Plain::Bool(_) => 2,
         Plain::I64(v) => 1 + varint_len(v as u64),
@@ -385,25 +377,32 @@ fn put_kv(buf: &mut Vec<u8>, field: u32, key: &str, value: &ValueRef<'_>, limit:
     put_str_always(buf, 1, key);
     put_tag(buf, 2, LEN);
     put_varint(buf, any_len as u64);
-    put_any(buf, &ValueRef::Plain(plain), None);
+    put_scalar(buf, value);
 }
 
-/// The fields of an `AnyValue` (its oneof).
-fn put_any(buf: &mut Vec<u8>, value: &ValueRef<'_>, limit: Option<usize>) {
+/// The fields of a scalar `AnyValue` (its oneof).
+#[inline]
+fn put_scalar(buf: &mut Vec<u8>, value: Plain<'_>) {
     match value {
-        ValueRef::Plain(Plain::Str(s)) => put_str_always(buf, 1, cut(s, limit)),
-        ValueRef::Plain(Plain::Bool(b)) => put_varint_field(buf, 2, u64::from(*b)),
-        ValueRef::Plain(Plain::I64(v)) => put_varint_field(buf, 3, *v as u64),
-        ValueRef::Plain(Plain::F64(v)) => put_f64(buf, 4, *v),
-        ValueRef::Otel(Value::String(s)) => put_str_always(buf, 1, cut(s.as_str(), limit)),
-        ValueRef::Otel(Value::Bool(b)) => put_varint_field(buf, 2, u64::from(*b)),
-        ValueRef::Otel(Value::I64(v)) => put_varint_field(buf, 3, *v as u64),
-        ValueRef::Otel(Value::F64(v)) => put_f64(buf, 4, *v),
-        ValueRef::Otel(Value::Array(array)) => {
+        Plain::Str(s) => put_str_always(buf, 1, s),
+        Plain::Bool(b) => put_varint_field(buf, 2, u64::from(b)),
+        Plain::I64(v) => put_varint_field(buf, 3, v as u64),
+        Plain::F64(v) => put_f64(buf, 4, v),
+    }
+}
+
+/// The fields of an `AnyValue` that is not a scalar: an array, or a later kind of the API.
+fn put_composite(buf: &mut Vec<u8>, value: &Value, limit: Option<usize>) {
+    match value {
+        Value::Array(array) => {
             let mut values = Vec::new();
             let mut each = |v: Plain<'_>| {
+                let v = match v {
+                    Plain::Str(s) => Plain::Str(cut(s, limit)),
+                    other => other,
+                };
                 let mut any = Vec::new();
-                put_any(&mut any, &ValueRef::Plain(v), limit);
+                put_scalar(&mut any, v);
                 put_len_field(&mut values, 1, &any);
             };
             match array {
@@ -416,15 +415,22 @@ fn put_any(buf: &mut Vec<u8>, value: &ValueRef<'_>, limit: Option<usize>) {
             put_len_field(buf, 5, &values);
         }
         // Later value kinds of the API: sent as their text, as nothing here makes them.
-        ValueRef::Otel(other) => put_str_always(buf, 1, &other.to_string()),
+        other => put_str_always(buf, 1, &other.to_string()),
     }
 }
 
+#[inline]
 fn put_tag(buf: &mut Vec<u8>, field: u32, wire: u32) {
     put_varint(buf, u64::from((field << 3) | wire));
 }
 
+#[inline]
 fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+    // Tags, and most lengths and numbers here, are one byte.
+    if v < 0x80 {
+        buf.push(v as u8);
+        return;
+    }
     while v >= 0x80 {
         buf.push((v as u8) | 0x80);
         v >>= 7;
@@ -432,15 +438,18 @@ fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
     buf.push(v as u8);
 }
 
+#[inline]
 fn varint_len(v: u64) -> usize {
     (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// The size of a length-delimited field `field` of `len` bytes.
+#[inline]
 fn field_len(field: u32, len: usize) -> usize {
     varint_len(u64::from(field << 3)) + varint_len(len as u64) + len
 }
 
+#[inline]
 fn put_len_field(buf: &mut Vec<u8>, field: u32, bytes: &[u8]) {
     put_tag(buf, field, LEN);
     put_varint(buf, bytes.len() as u64);
@@ -448,6 +457,7 @@ fn put_len_field(buf: &mut Vec<u8>, field: u32, bytes: &[u8]) {
 }
 
 /// Proto3 leaves empty strings, empty bytes and zero numbers out.
+#[inline]
 fn put_str(buf: &mut Vec<u8>, field: u32, s: &str) {
     if !s.is_empty() {
         put_len_field(buf, field, s.as_bytes());
@@ -455,26 +465,31 @@ fn put_str(buf: &mut Vec<u8>, field: u32, s: &str) {
 }
 
 /// A string that is the set member of a oneof, or a key: written even when empty.
+#[inline]
 fn put_str_always(buf: &mut Vec<u8>, field: u32, s: &str) {
     put_len_field(buf, field, s.as_bytes());
 }
 
+#[inline]
 fn put_uint(buf: &mut Vec<u8>, field: u32, v: u64) {
     if v != 0 {
         put_varint_field(buf, field, v);
     }
 }
 
+#[inline]
 fn put_varint_field(buf: &mut Vec<u8>, field: u32, v: u64) {
     put_tag(buf, field, VARINT);
     put_varint(buf, v);
 }
 
+#[inline]
 fn put_fixed64(buf: &mut Vec<u8>, field: u32, v: u64) {
     put_tag(buf, field, FIXED64);
     buf.extend_from_slice(&v.to_le_bytes());
 }
 
+#[inline]
 fn put_f64(buf: &mut Vec<u8>, field: u32, v: f64) {
     put_fixed64(buf, field, v.to_bits());
 }
