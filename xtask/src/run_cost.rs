@@ -1,14 +1,18 @@
-//! `cargo xtask run-cost [--rows N] [--pairs K]`: what telemetry costs a whole bot run. A release
-//! invbot runs the same generated input K times exporting to the stack's collector and K times
-//! with OTEL_SDK_DISABLED=true, alternately, the console and the JSON log file off in both, each
-//! run with a fresh state directory (so no run replays another's transactions). For each run it
+//! `cargo xtask run-cost [--rows N] [--pairs K] [--together]`: what telemetry costs a whole bot
+//! run. A release invbot runs the same generated input K times exporting to the stack's collector
+//! and K times with OTEL_SDK_DISABLED=true, alternately, the console and the JSON log file off in
+//! both, each run with a fresh state directory (so no run replays another's transactions). With
+//! `--together`, the two runs of each pair run at the same time instead: on a small machine the
+//! backends' own work (the collector, Jaeger, VictoriaLogs, Prometheus taking the run's telemetry)
+//! slows whatever shares their CPUs, and alternating puts that load on the runs with telemetry
+//! only; together, both runs of a pair meet the same load and the same moment of the machine. For each run it
 //! takes the CPU (user + system) of the bot and of the inventory API it starts: the bot is left
 //! unreaped once it exits, so /proc still holds its own CPU time and that of the API it waited
 //! for. Then the medians on and off, their ratio, the extra CPU per transaction and the wall
 //! time ratio. The stack comes up for it and goes down after it, failed or not.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -23,12 +27,14 @@ use crate::stack::{self, Ctx, ProcStat, Topology, url};
 struct Options {
     rows: u64,
     pairs: u64,
+    together: bool,
 }
 
 impl Options {
     const DEFAULT: Self = Self {
         rows: 20_000,
         pairs: 3,
+        together: false,
     };
 
     fn parse(args: &[String]) -> Result<Self> {
@@ -38,7 +44,11 @@ impl Options {
             let target = match flag.as_str() {
                 "--rows" => &mut opts.rows,
                 "--pairs" => &mut opts.pairs,
-                other => bail!("run-cost takes --rows N and --pairs K, not {other:?}"),
+                "--together" => {
+                    opts.together = true;
+                    continue;
+                }
+                other => bail!("run-cost takes --rows N, --pairs K and --together, not {other:?}"),
             };
             *target = args
                 .next()
@@ -94,27 +104,40 @@ fn measure(ctx: &Ctx, invbot: &Path, opts: Options) -> Result<()> {
         &["--rows", &opts.rows.to_string(), "--seed", "5"],
     )?;
     eprintln!(
-        "xtask: run-cost: {} rows, {} runs with telemetry on and {} off, alternating",
-        opts.rows, opts.pairs, opts.pairs
+        "xtask: run-cost: {} rows, {} runs with telemetry on and {} off, {}",
+        opts.rows,
+        opts.pairs,
+        opts.pairs,
+        if opts.together {
+            "each pair at the same time"
+        } else {
+            "alternating"
+        }
     );
     let mut runs = Vec::new();
-    for n in 0..2 * opts.pairs {
-        let telemetry = n % 2 == 0;
-        let run = one_run(
-            invbot,
-            &input,
-            &dir.join(format!("run-{n}")),
-            telemetry,
-            opts,
-        )?;
-        eprintln!(
-            "xtask: run-cost: run {} (telemetry {}): {:.2} s CPU, {:.2} s wall",
-            n + 1,
-            on_off(telemetry),
-            run.cpu_s(),
-            run.wall_s
-        );
-        runs.push(run);
+    for pair in 0..opts.pairs {
+        let start = |telemetry: bool| {
+            let n = 2 * pair + u64::from(!telemetry);
+            start_run(invbot, &input, &dir.join(format!("run-{n}")), telemetry)
+        };
+        let pair_runs = if opts.together {
+            let both = [start(true)?, start(false)?];
+            finish_runs(both, opts)?
+        } else {
+            let on = finish_runs([start(true)?], opts)?;
+            let off = finish_runs([start(false)?], opts)?;
+            on.into_iter().chain(off).collect()
+        };
+        for run in pair_runs {
+            eprintln!(
+                "xtask: run-cost: run {} (telemetry {}): {:.2} s CPU, {:.2} s wall",
+                runs.len() + 1,
+                on_off(run.telemetry),
+                run.cpu_s(),
+                run.wall_s
+            );
+            runs.push(run);
+        }
     }
     print!("{}", report(&runs));
     Ok(())
@@ -124,13 +147,29 @@ fn on_off(telemetry: bool) -> &'static str {
     if telemetry { "on" } else { "off" }
 }
 
-/// One `invbot run` of `input` with telemetry on or off, its state and output under `dir`.
-fn one_run(invbot: &Path, input: &Path, dir: &Path, telemetry: bool, opts: Options) -> Result<Run> {
+/// An `invbot run` started, its state and output under `dir`.
+struct Started {
+    child: Child,
+    telemetry: bool,
+    start: Instant,
+    dir: PathBuf,
+}
+
+impl Started {
+    fn stdout(&self) -> PathBuf {
+        self.dir.join("summary.json")
+    }
+
+    fn stderr(&self) -> PathBuf {
+        self.dir.join("stderr.log")
+    }
+}
+
+/// Starts one `invbot run` of `input` with telemetry on or off.
+fn start_run(invbot: &Path, input: &Path, dir: &Path, telemetry: bool) -> Result<Started> {
     fs::create_dir_all(dir)?;
-    let stdout = dir.join("summary.json");
-    let stderr = dir.join("stderr.log");
     let start = Instant::now();
-    let mut child = Command::new(invbot)
+    let child = Command::new(invbot)
         .args(["run", "--json", "--no-progress", "--input"])
         .arg(input)
         .arg("--state-dir")
@@ -142,30 +181,69 @@ fn one_run(invbot: &Path, input: &Path, dir: &Path, telemetry: bool, opts: Optio
         .env("INV_LOG_CONSOLE", "false")
         .env("INV_METRICS_ADDR", "off")
         .stdin(Stdio::null())
-        .stdout(fs::File::create(&stdout)?)
-        .stderr(fs::File::create(&stderr)?)
+        .stdout(fs::File::create(dir.join("summary.json"))?)
+        .stderr(fs::File::create(dir.join("stderr.log"))?)
         .spawn()
         .context("cannot run invbot")?;
-    let stat = match exited_unreaped(&child, start, opts.run_deadline()) {
-        Ok(stat) => stat,
-        Err(e) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(e.context(format!(
-                "invbot run was killed; its errors: {}",
-                stderr.display()
-            )));
+    Ok(Started {
+        child,
+        telemetry,
+        start,
+        dir: dir.to_owned(),
+    })
+}
+
+/// Waits for the runs to exit, each left unreaped until then (see [`ProcStat`]), and reads their
+/// figures; a run past the deadline is killed, and so are the others.
+fn finish_runs<const N: usize>(mut runs: [Started; N], opts: Options) -> Result<Vec<Run>> {
+    let mut exited: [Option<(ProcStat, f64)>; N] = [const { None }; N];
+    let deadline = opts.run_deadline();
+    while exited.iter().any(Option::is_none) {
+        let mut late = None;
+        for (run, done) in runs.iter().zip(&mut exited) {
+            if done.is_some() {
+                continue;
+            }
+            let stat = ProcStat::of(run.child.id())?;
+            if stat.state == 'Z' {
+                *done = Some((stat, run.start.elapsed().as_secs_f64()));
+            } else if run.start.elapsed() > deadline {
+                late = Some(run.stderr());
+            }
         }
-    };
-    let wall_s = start.elapsed().as_secs_f64();
-    let status = child.wait().context("cannot wait for invbot")?;
+        if let Some(stderr) = late {
+            for run in &mut runs {
+                let _ = run.child.kill();
+                let _ = run.child.wait();
+            }
+            bail!(
+                "invbot run did not finish within {deadline:?}; its errors: {}",
+                stderr.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    runs.into_iter()
+        .zip(exited)
+        .map(|(run, done)| {
+            let (stat, wall_s) = done.expect("every run exited");
+            read_run(run, &stat, wall_s)
+        })
+        .collect()
+}
+
+/// Reaps `run` and reads its figures: its CPU and its API's from `stat`, the rows from its
+/// summary.
+fn read_run(mut run: Started, stat: &ProcStat, wall_s: f64) -> Result<Run> {
+    let status = run.child.wait().context("cannot wait for invbot")?;
     // 0: all applied; 3: some rows failed or were rejected.
     if !matches!(status.code(), Some(0 | 3)) {
         bail!(
             "invbot run failed ({status}): {}",
-            fs::read_to_string(&stderr).unwrap_or_default()
+            fs::read_to_string(run.stderr()).unwrap_or_default()
         );
     }
+    let stdout = run.stdout();
     let summary: Value = serde_json::from_slice(&fs::read(&stdout)?)
         .with_context(|| format!("invbot printed no JSON summary in {}", stdout.display()))?;
     let rows = summary["rows_read"]
@@ -177,30 +255,15 @@ fn one_run(invbot: &Path, input: &Path, dir: &Path, telemetry: bool, opts: Optio
         );
     }
     // The run's database is no longer needed, and the next run starts without it anyway.
-    let _ = fs::remove_dir_all(dir.join("state"));
+    let _ = fs::remove_dir_all(run.dir.join("state"));
     Ok(Run {
-        telemetry,
+        telemetry: run.telemetry,
         wall_s,
         bot_cpu_s: stat.cpu_s,
         api_cpu_s: stat.children_cpu_s,
         rows,
         telemetry_line: summary["telemetry"].as_str().unwrap_or_default().to_owned(),
     })
-}
-
-/// Waits for `child` to exit without reaping it: until it is reaped, /proc keeps its CPU time and
-/// that of the API process it waited for.
-fn exited_unreaped(child: &Child, start: Instant, deadline: Duration) -> Result<ProcStat> {
-    loop {
-        let stat = ProcStat::of(child.id())?;
-        if stat.state == 'Z' {
-            return Ok(stat);
-        }
-        if start.elapsed() > deadline {
-            bail!("invbot run did not finish within {deadline:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -266,13 +329,15 @@ mod tests {
     }
 
     #[test]
-    fn options_default_and_take_both_flags() {
+    fn options_default_and_take_every_flag() {
         assert_eq!(Options::parse(&[]).expect("defaults"), Options::DEFAULT);
         assert_eq!(
-            Options::parse(&args(&["--pairs", "5", "--rows", "1000"])).expect("both flags"),
+            Options::parse(&args(&["--pairs", "5", "--together", "--rows", "1000"]))
+                .expect("every flag"),
             Options {
                 rows: 1000,
-                pairs: 5
+                pairs: 5,
+                together: true,
             }
         );
         for bad in [
