@@ -23,7 +23,9 @@
 //! time of the burst; the heap allocations and bytes that the instrumented thread made in the
 //! burst (a counting global allocator, per thread); the peak RSS above the RSS before the burst
 //! (VmHWM, reset through /proc/self/clear_refs); and how many spans and log records the receiver
-//! got of those emitted. Then it prints the ratios ours/stock and ours/disabled.
+//! got of those emitted. The setups take turns, `ITEM_COST_ROUNDS` rounds (3), and the table gives
+//! each figure's median, so that a machine whose speed drifts moves every setup alike. Then it
+//! prints the ratios ours/stock and ours/disabled.
 //!
 //! Criterion measures `item/<setup>` as well (a steady state, where a full queue drops);
 //! `ITEM_COST_PARTS=1` adds the parts of an item alone (span, 2 events, metrics) for ours and stock.
@@ -364,6 +366,31 @@ impl Figures {
         )
     }
 
+    /// Each figure's median over `rounds` (the fewest delivered, every distinct note).
+    fn median(rounds: &[Self]) -> Self {
+        let of = |figure: fn(&Self) -> f64| {
+            let mut values: Vec<f64> = rounds.iter().map(figure).collect();
+            values.sort_by(f64::total_cmp);
+            values[values.len() / 2]
+        };
+        let mut notes: Vec<&str> = rounds.iter().map(|f| f.note.as_str()).collect();
+        notes.dedup();
+        Self {
+            thread_cpu: of(|f| f.thread_cpu),
+            process_cpu: of(|f| f.process_cpu),
+            // So that the table's "without the receiver" is the median of that difference.
+            receiver_cpu: of(|f| f.process_cpu) - of(|f| f.process_cpu - f.receiver_cpu),
+            wall: of(|f| f.wall),
+            allocs: of(|f| f.allocs),
+            alloc_bytes: of(|f| f.alloc_bytes),
+            peak_rss_mib: of(|f| f.peak_rss_mib),
+            shutdown_ms: of(|f| f.shutdown_ms),
+            spans: rounds.iter().map(|f| f.spans).min().unwrap_or(0),
+            logs: rounds.iter().map(|f| f.logs).min().unwrap_or(0),
+            note: notes.join(" | "),
+        }
+    }
+
     fn parse(line: &str) -> Option<Self> {
         let (numbers, note) = line.split_once('\t')?;
         let n: Vec<f64> = numbers
@@ -617,7 +644,8 @@ fn delivered(got: u64, emitted: u64) -> String {
 fn print_table(figures: &[(Setup, Figures)]) {
     println!(
         "\nper item over a burst of {ITEMS} items (1 span + 5 attributes, 2 log events, \
-         1 counter add, 1 histogram record), each setup in its own process:"
+         1 counter add, 1 histogram record), each setup in its own process; each figure the \
+         median of the rounds (the fewest received):"
     );
     println!(
         "  {:<18} {:>10} {:>11} {:>13} {:>9} {:>7} {:>7} {:>9} {:>9}  {:<24} log records received",
@@ -687,7 +715,25 @@ fn main() {
     {
         return child(setup);
     }
-    let figures: Vec<(Setup, Figures)> = SETUPS.into_iter().map(|s| (s, in_child(s))).collect();
+    // The setups in turn, round after round: a machine whose speed drifts (a shared VM) moves
+    // every setup's median alike.
+    let rounds = std::env::var("ITEM_COST_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(3);
+    let mut measured: Vec<(Setup, Vec<Figures>)> =
+        SETUPS.into_iter().map(|s| (s, Vec::new())).collect();
+    for round in 1..=rounds {
+        for (setup, figures) in &mut measured {
+            eprintln!("item_cost: round {round} of {rounds}");
+            figures.push(in_child(*setup));
+        }
+    }
+    let figures: Vec<(Setup, Figures)> = measured
+        .into_iter()
+        .map(|(setup, rounds)| (setup, Figures::median(&rounds)))
+        .collect();
     let runtime = runtime("exporter");
     let _rt = runtime.enter();
     let sink = runtime.block_on(OtlpSink::start()).expect("receiver");
