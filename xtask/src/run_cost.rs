@@ -9,7 +9,8 @@
 //! takes the CPU (user + system) of the bot and of the inventory API it starts: the bot is left
 //! unreaped once it exits, so /proc still holds its own CPU time and that of the API it waited
 //! for. Then the medians on and off, their ratio, the extra CPU per transaction and the wall
-//! time ratio. The stack comes up for it and goes down after it, failed or not.
+//! time ratio. A stack of its own (state under `$INV_STACK_STATE/run-cost`, emptied first) comes
+//! up for it and goes down after it, failed or not.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -70,6 +71,11 @@ pub(crate) fn run_cost(root: &Path, args: &[String]) -> Result<()> {
     let invbot = bot::build_with(root, Profile::Release)?;
     let mut ctx = Ctx::new(root)?;
     ctx.topology = Topology::Single;
+    // A stack of its own, from empty: a measurement sends millions of spans, which would stay in
+    // the usual stack's Jaeger (past its memory limit, it refuses what later runs send) and in
+    // its collector's queue; and earlier data must not slow the backends of these runs.
+    ctx.state = ctx.state.join("run-cost");
+    let _ = fs::remove_dir_all(&ctx.state);
     stack::with_stack(&ctx, "run-cost", || measure(&ctx, &invbot, opts))
 }
 
@@ -93,9 +99,7 @@ impl Run {
 }
 
 fn measure(ctx: &Ctx, invbot: &Path, opts: Options) -> Result<()> {
-    let dir = ctx.state.join("run-cost");
-    // What earlier runs left (their databases) must not reach these.
-    let _ = fs::remove_dir_all(&dir);
+    let dir = ctx.state.join("runs");
     fs::create_dir_all(&dir)?;
     let input = dir.join("input.csv");
     bot::generate(
