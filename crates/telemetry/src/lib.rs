@@ -136,8 +136,9 @@ impl Telemetry {
     }
 
     /// Installs the subscriber globally, plus the global meter provider and the
-    /// propagators of OTEL_PROPAGATORS (which [`inject_context`] and
-    /// [`set_parent_from_headers`] use).
+    /// propagators of OTEL_PROPAGATORS as the global propagator, for code that propagates
+    /// through it ([`inject_context`] and [`set_parent_from_headers`] use the same propagators
+    /// from the configuration, whether the subscriber is installed or built).
     pub fn init(self) -> Result<TelemetryGuard, InitError> {
         let propagator = propagation::propagator(&self.config.export.propagators);
         let (dispatch, guard) = self.build()?;
