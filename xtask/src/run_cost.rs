@@ -159,14 +159,13 @@ struct Started {
     dir: PathBuf,
 }
 
-impl Started {
-    fn stdout(&self) -> PathBuf {
-        self.dir.join("summary.json")
-    }
+/// Where a run in `dir` prints its JSON summary, and its errors.
+fn summary_file(dir: &Path) -> PathBuf {
+    dir.join("summary.json")
+}
 
-    fn stderr(&self) -> PathBuf {
-        self.dir.join("stderr.log")
-    }
+fn errors_file(dir: &Path) -> PathBuf {
+    dir.join("stderr.log")
 }
 
 /// Starts one `invbot run` of `input` with telemetry on or off.
@@ -185,8 +184,8 @@ fn start_run(invbot: &Path, input: &Path, dir: &Path, telemetry: bool) -> Result
         .env("INV_LOG_CONSOLE", "false")
         .env("INV_METRICS_ADDR", "off")
         .stdin(Stdio::null())
-        .stdout(fs::File::create(dir.join("summary.json"))?)
-        .stderr(fs::File::create(dir.join("stderr.log"))?)
+        .stdout(fs::File::create(summary_file(dir))?)
+        .stderr(fs::File::create(errors_file(dir))?)
         .spawn()
         .context("cannot run invbot")?;
     Ok(Started {
@@ -212,7 +211,7 @@ fn finish_runs<const N: usize>(mut runs: [Started; N], opts: Options) -> Result<
             if stat.state == 'Z' {
                 *done = Some((stat, run.start.elapsed().as_secs_f64()));
             } else if run.start.elapsed() > deadline {
-                late = Some(run.stderr());
+                late = Some(errors_file(&run.dir));
             }
         }
         if let Some(stderr) = late {
@@ -244,10 +243,10 @@ fn read_run(mut run: Started, stat: &ProcStat, wall_s: f64) -> Result<Run> {
     if !matches!(status.code(), Some(0 | 3)) {
         bail!(
             "invbot run failed ({status}): {}",
-            fs::read_to_string(run.stderr()).unwrap_or_default()
+            fs::read_to_string(errors_file(&run.dir)).unwrap_or_default()
         );
     }
-    let stdout = run.stdout();
+    let stdout = summary_file(&run.dir);
     let summary: Value = serde_json::from_slice(&fs::read(&stdout)?)
         .with_context(|| format!("invbot printed no JSON summary in {}", stdout.display()))?;
     let rows = summary["rows_read"]

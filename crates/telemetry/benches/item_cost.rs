@@ -374,6 +374,7 @@ impl Figures {
             values[values.len() / 2]
         };
         let mut notes: Vec<&str> = rounds.iter().map(|f| f.note.as_str()).collect();
+        notes.sort_unstable();
         notes.dedup();
         Self {
             thread_cpu: of(|f| f.thread_cpu),

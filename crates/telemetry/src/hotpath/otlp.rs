@@ -332,6 +332,15 @@ pub(crate) fn cut(s: &str, limit: Option<usize>) -> &str {
     }
 }
 
+/// `value`, a string cut to `limit` characters.
+#[inline]
+fn cut_value(value: Plain<'_>, limit: Option<usize>) -> Plain<'_> {
+    match value {
+        Plain::Str(s) => Plain::Str(cut(s, limit)),
+        other => other,
+    }
+}
+
 /// A `KeyValue` of the SDK's types (the resource, span events) as field `field`.
 fn put_value_kv(buf: &mut Vec<u8>, field: u32, key: &str, value: &Value, limit: Option<usize>) {
     let plain = match value {
@@ -359,10 +368,7 @@ fn put_value_kv(buf: &mut Vec<u8>, field: u32, key: &str, value: &Value, limit: 
 /// straight into `buf` (the hot path: every attribute of every item).
 #[inline]
 fn put_kv(buf: &mut Vec<u8>, field: u32, key: &str, value: Plain<'_>, limit: Option<usize>) {
-    let value = match value {
-        Plain::Str(s) => Plain::Str(cut(s, limit)),
-        other => other,
-    };
+    let value = cut_value(value, limit);
     let any_len = match value {
         Plain::Str(s) => field_len(1, s.len()),
         Plain::Bool(_) => 2,
@@ -397,12 +403,8 @@ fn put_composite(buf: &mut Vec<u8>, value: &Value, limit: Option<usize>) {
         Value::Array(array) => {
             let mut values = Vec::new();
             let mut each = |v: Plain<'_>| {
-                let v = match v {
-                    Plain::Str(s) => Plain::Str(cut(s, limit)),
-                    other => other,
-                };
                 let mut any = Vec::new();
-                put_scalar(&mut any, v);
+                put_scalar(&mut any, cut_value(v, limit));
                 put_len_field(&mut values, 1, &any);
             };
             match array {
