@@ -27,14 +27,29 @@ pub(crate) fn build(
 ) -> Result<(tracing::Dispatch, Option<WorkerGuard>), InitError> {
     let log_filter = |extra: &str| filter(&c.filter, extra);
     let otel_exclusions = format!("{OTEL_LAYER_EXCLUSIONS},{EXPORT_TARGET}=off");
+    if c.file.is_none()
+        && !c.console
+        && let Some(layer) = otel
+    {
+        // Alone, its filter is the subscriber's: tracing-subscriber's per-layer filtering
+        // costs about a tenth of an item on the caller's thread (ARCHITECTURE.md).
+        let subscriber = Registry::default()
+            .with(log_filter(&otel_exclusions)?.global())
+            .with(layer);
+        return Ok((tracing::Dispatch::new(subscriber), None));
+    }
     let mut layers: Vec<BoxedLayer> = Vec::new();
     if let Some(layer) = otel {
-        layers.push(layer.with_filter(log_filter(&otel_exclusions)?).boxed());
+        layers.push(
+            layer
+                .with_filter(log_filter(&otel_exclusions)?.per_layer())
+                .boxed(),
+        );
     }
     let file_guard = match &c.file {
         Some(file) => {
             let (layer, guard) = jsonlog::layer(file)?;
-            layers.push(layer.with_filter(log_filter("")?).boxed());
+            layers.push(layer.with_filter(log_filter("")?.per_layer()).boxed());
             Some(guard)
         }
         None => None,
@@ -44,7 +59,7 @@ pub(crate) fn build(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::stderr().is_terminal())
-                .with_filter(filter(c.console_directives(), "")?)
+                .with_filter(filter(c.console_directives(), "")?.per_layer())
                 .boxed(),
         );
     }
@@ -56,10 +71,34 @@ pub(crate) fn build(
 
 type BoxedFilter = Box<dyn tracing_subscriber::layer::Filter<Registry> + Send + Sync>;
 
-/// The user's directives plus `extra`; INFO where they say nothing. Directives by target and
-/// level only (the usual case) become a static [`Targets`] filter: an [`EnvFilter`] also tracks
-/// every span on enter and exit, for span and field directives, under a lock.
-fn filter(user: &str, extra: &str) -> Result<BoxedFilter, InitError> {
+/// Parsed directives. By target and level only (the usual case) they are a static [`Targets`]
+/// filter: an [`EnvFilter`] also tracks every span on enter and exit, for span and field
+/// directives, under a lock.
+enum Directives {
+    Targets(Box<Targets>),
+    Env(Box<EnvFilter>),
+}
+
+impl Directives {
+    /// As one layer's filter.
+    fn per_layer(self) -> BoxedFilter {
+        match self {
+            Self::Targets(t) => t,
+            Self::Env(e) => e,
+        }
+    }
+
+    /// As the whole subscriber's filter.
+    fn global(self) -> BoxedLayer {
+        match self {
+            Self::Targets(t) => t,
+            Self::Env(e) => e,
+        }
+    }
+}
+
+/// The user's directives plus `extra`; INFO where they say nothing.
+fn filter(user: &str, extra: &str) -> Result<Directives, InitError> {
     let mut directives = user_directives(user);
     if !extra.is_empty() {
         directives = format!("{directives},{extra}");
@@ -72,7 +111,7 @@ fn filter(user: &str, extra: &str) -> Result<BoxedFilter, InitError> {
             source,
         })?;
     if directives.contains('[') {
-        return Ok(Box::new(env));
+        return Ok(Directives::Env(Box::new(env)));
     }
     let parts = || {
         directives
@@ -87,8 +126,8 @@ fn filter(user: &str, extra: &str) -> Result<BoxedFilter, InitError> {
         format!("info,{directives}").parse::<Targets>()
     };
     Ok(match targets {
-        Ok(targets) => Box::new(targets),
-        Err(_) => Box::new(env),
+        Ok(targets) => Directives::Targets(Box::new(targets)),
+        Err(_) => Directives::Env(Box::new(env)),
     })
 }
 

@@ -153,36 +153,46 @@ async fn a_burst_past_the_queue_is_delivered_or_counted_and_said_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_and_level_directives_filter_as_rust_log_says() {
     let sink = OtlpSink::start().await.unwrap();
-    // Static directives (a fast filter) and a span directive (the full one) must agree.
+    let dir = tempfile::tempdir().unwrap();
+    let log_file = dir.path().join("app.log").display().to_string();
+    // Static directives (a fast filter) and a span directive (the full one) must agree, and so
+    // must the OTel layer alone (its filter is the subscriber's) and beside the JSON file (each
+    // layer filters for itself).
     for filter in ["warn,app::db=debug", "warn,app::db=debug,[never]=trace"] {
-        sink.clear();
-        let vars = sink_vars(&sink, &[("RUST_LOG", filter)]);
-        let (dispatch, guard) = Telemetry::builder(config(&vars)).build().unwrap();
-        tracing::dispatcher::with_default(&dispatch, || {
-            tracing::info!(target: "app", "dropped: app is at warn");
-            tracing::warn!(target: "app", "kept");
-            tracing::debug!(target: "app::db", "kept: app::db is at debug");
-            tracing::debug!(target: "app::dbx::y", "kept: a prefix of the target");
-            tracing::trace!(target: "app::db", "dropped: below debug");
-        });
-        assert!(guard.shutdown().is_clean());
-        let mut kept: Vec<String> = sink
-            .received()
-            .log_records()
-            .iter()
-            .filter_map(|l| l.record.body.as_ref().and_then(|b| b.value.clone()))
-            .map(|v| format!("{v:?}"))
-            .collect();
-        kept.sort();
-        assert_eq!(
-            kept,
-            [
-                r#"StringValue("kept")"#,
-                r#"StringValue("kept: a prefix of the target")"#,
-                r#"StringValue("kept: app::db is at debug")"#,
-            ],
-            "{filter}"
-        );
+        for file in ["off", &log_file] {
+            sink.clear();
+            let mut vars = sink_vars(&sink, &[("RUST_LOG", filter)]);
+            vars.retain(|(k, _)| *k != "INV_LOG_FILE");
+            vars.push(("INV_LOG_FILE", file.to_owned()));
+            let (dispatch, guard) = Telemetry::builder(config(&vars)).build().unwrap();
+            tracing::dispatcher::with_default(&dispatch, || {
+                tracing::info!(target: "app", "dropped: app is at warn");
+                tracing::warn!(target: "app", "kept");
+                tracing::debug!(target: "app::db", "kept: app::db is at debug");
+                tracing::debug!(target: "app::dbx::y", "kept: a prefix of the target");
+                tracing::trace!(target: "app::db", "dropped: below debug");
+                tracing::warn!(target: "tonic::transport", "dropped: export traffic");
+                tracing::warn!(target: telemetry::EXPORT_TARGET, "dropped: export trouble");
+            });
+            assert!(guard.shutdown().is_clean());
+            let mut kept: Vec<String> = sink
+                .received()
+                .log_records()
+                .iter()
+                .filter_map(|l| l.record.body.as_ref().and_then(|b| b.value.clone()))
+                .map(|v| format!("{v:?}"))
+                .collect();
+            kept.sort();
+            assert_eq!(
+                kept,
+                [
+                    r#"StringValue("kept")"#,
+                    r#"StringValue("kept: a prefix of the target")"#,
+                    r#"StringValue("kept: app::db is at debug")"#,
+                ],
+                "{filter}, file {file}"
+            );
+        }
     }
 }
 
