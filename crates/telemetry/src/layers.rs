@@ -1,5 +1,5 @@
 //! The tracing-subscriber side: which layers a process gets (spans, OTel logs, the JSON file, the
-//! console) and what each one lets through.
+//! console) and what each one lets through; OTel alone gets a subscriber of its own.
 
 use std::io::IsTerminal;
 
@@ -10,6 +10,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::{Layer, Registry};
 
 use crate::hotpath::layer::HotLayer;
+use crate::hotpath::subscriber::HotSubscriber;
 use crate::{EXPORT_TARGET, InitError, LogsConfig, jsonlog};
 
 /// Export traffic and the SDK's own diagnostics must never feed back into the OTel pipeline
@@ -31,12 +32,18 @@ pub(crate) fn build(
         && !c.console
         && let Some(layer) = otel
     {
-        // Alone, its filter is the subscriber's: tracing-subscriber's per-layer filtering
-        // costs about a tenth of an item on the caller's thread (ARCHITECTURE.md).
-        let subscriber = Registry::default()
-            .with(log_filter(&otel_exclusions)?.global())
-            .with(layer);
-        return Ok((tracing::Dispatch::new(subscriber), None));
+        // Alone, the OTel layer needs no registry (hotpath/subscriber.rs), and its filter is
+        // the subscriber's: per-layer filtering costs about a tenth of an item on the caller's
+        // thread (ARCHITECTURE.md).
+        let dispatch = match log_filter(&otel_exclusions)? {
+            Directives::Targets(targets) => {
+                tracing::Dispatch::new(HotSubscriber::new(layer, *targets))
+            }
+            Directives::Env(env) => {
+                tracing::Dispatch::new(Registry::default().with(env).with(layer))
+            }
+        };
+        return Ok((dispatch, None));
     }
     let mut layers: Vec<BoxedLayer> = Vec::new();
     if let Some(layer) = otel {
@@ -82,14 +89,6 @@ enum Directives {
 impl Directives {
     /// As one layer's filter.
     fn per_layer(self) -> BoxedFilter {
-        match self {
-            Self::Targets(t) => t,
-            Self::Env(e) => e,
-        }
-    }
-
-    /// As the whole subscriber's filter.
-    fn global(self) -> BoxedLayer {
         match self {
             Self::Targets(t) => t,
             Self::Env(e) => e,

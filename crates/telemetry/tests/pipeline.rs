@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{SERVICE, config, http_get};
+use common::{SERVICE, config, http_get, log_files, set_log_file};
 use opentelemetry::KeyValue;
 use otlp_sink::{OtlpSink, attr, hex_id, metric};
 use telemetry::{DURATION_BUCKETS_SECONDS, Telemetry};
@@ -356,30 +356,34 @@ async fn traceparent_round_trips_through_http_headers() {
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
     );
     let sink = OtlpSink::start().await.unwrap();
-    let (dispatch, guard) = Telemetry::builder(config(&sink_vars(&sink)))
-        .build()
-        .unwrap();
-    tracing::dispatcher::with_default(&dispatch, || {
-        let client = tracing::info_span!("client_call");
-        let mut headers = http::HeaderMap::new();
-        telemetry::inject_context(&client, &mut headers);
-        let traceparent = headers["traceparent"].to_str().unwrap().to_owned();
-        assert!(
-            traceparent.starts_with("00-") && traceparent.ends_with("-01"),
-            "{traceparent}"
-        );
-        let server = tracing::info_span!("server_handle");
-        telemetry::set_parent_from_headers(&server, &headers);
-        drop(server);
-        drop(client);
-    });
-    assert!(guard.shutdown().is_clean());
-    let spans = sink.received().spans();
-    let client = spans.iter().find(|s| s.span.name == "client_call").unwrap();
-    let server = spans
-        .iter()
-        .find(|s| s.span.name == "server_handle")
-        .unwrap();
-    assert_eq!(server.span.trace_id, client.span.trace_id);
-    assert_eq!(server.span.parent_span_id, client.span.span_id);
+    let dir = tempfile::tempdir().unwrap();
+    for file in log_files(&dir) {
+        sink.clear();
+        let mut vars = sink_vars(&sink);
+        set_log_file(&mut vars, &file);
+        let (dispatch, guard) = Telemetry::builder(config(&vars)).build().unwrap();
+        tracing::dispatcher::with_default(&dispatch, || {
+            let client = tracing::info_span!("client_call");
+            let mut headers = http::HeaderMap::new();
+            telemetry::inject_context(&client, &mut headers);
+            let traceparent = headers["traceparent"].to_str().unwrap().to_owned();
+            assert!(
+                traceparent.starts_with("00-") && traceparent.ends_with("-01"),
+                "{traceparent}"
+            );
+            let server = tracing::info_span!("server_handle");
+            telemetry::set_parent_from_headers(&server, &headers);
+            drop(server);
+            drop(client);
+        });
+        assert!(guard.shutdown().is_clean());
+        let spans = sink.received().spans();
+        let client = spans.iter().find(|s| s.span.name == "client_call").unwrap();
+        let server = spans
+            .iter()
+            .find(|s| s.span.name == "server_handle")
+            .unwrap();
+        assert_eq!(server.span.trace_id, client.span.trace_id);
+        assert_eq!(server.span.parent_span_id, client.span.span_id);
+    }
 }

@@ -273,21 +273,33 @@ fn parent_of<'a, S: Subscriber + for<'l> LookupSpan<'l>>(
     }
 }
 
-impl<S: Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for HotLayer {
-    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: LayerContext<'_, S>) {
-        let Some(span) = ctx.span(id) else {
-            return;
-        };
-        let parent = parent_of(attrs.parent(), attrs.is_contextual(), &ctx).and_then(|p| {
-            p.extensions().get::<SpanState>().map(|s| {
-                (
-                    s.cx.trace_id(),
-                    s.cx.span_id(),
-                    s.cx.trace_flags(),
-                    s.cx.trace_state().clone(),
-                )
-            })
-        });
+/// What a log record carries of the span it was emitted in.
+pub(crate) type TraceRef = (TraceId, SpanId, TraceFlags);
+
+/// What a new span takes of its parent's state.
+pub(crate) type ParentRef = (TraceId, SpanId, TraceFlags, TraceState);
+
+impl SpanState {
+    pub(crate) fn trace(&self) -> TraceRef {
+        (self.cx.trace_id(), self.cx.span_id(), self.cx.trace_flags())
+    }
+
+    pub(crate) fn as_parent(&self) -> ParentRef {
+        let (trace_id, span_id, flags) = self.trace();
+        (trace_id, span_id, flags, self.cx.trace_state().clone())
+    }
+}
+
+/// What happens per span and event, whichever subscriber keeps the spans' state: tracing's
+/// registry ([`HotLayer`] as a layer, beside other layers) or ours (`subscriber.rs`, alone).
+impl HotLayer {
+    /// The state of a new span whose parent, if it has one, is `parent` (taken from the
+    /// parent's state before, as the fields read here may log themselves).
+    pub(crate) fn start_span(
+        &self,
+        attrs: &Attributes<'_>,
+        parent: Option<ParentRef>,
+    ) -> SpanState {
         let span_id = self.ids.new_span_id();
         let new_recording = || Recording {
             name: Name::Static(attrs.metadata().name()),
@@ -298,17 +310,16 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for Ho
             dropped_events: 0,
             status: Status::Unset,
         };
-        let state = match parent {
+        match parent {
             // A child shares its parent's decision: every sampler here decides the same for
             // the same trace (parent-based ones by the parent, ratio ones by the trace id).
-            Some((trace_id, parent_id, parent_flags, trace_state)) => {
-                let sampled = parent_flags.is_sampled();
-                let mut recording = sampled.then(new_recording);
+            Some((trace_id, parent_id, flags, trace_state)) => {
+                let mut recording = flags.is_sampled().then(new_recording);
                 if let Some(rec) = &mut recording {
                     attrs.record(&mut SpanFields::new(rec, &self.limits));
                 }
                 SpanState {
-                    cx: SpanContext::new(trace_id, span_id, parent_flags, false, trace_state),
+                    cx: SpanContext::new(trace_id, span_id, flags, false, trace_state),
                     parent: parent_id,
                     parent_remote: false,
                     recording,
@@ -332,90 +343,91 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for Ho
                     recording: Some(rec),
                 }
             }
-        };
-        span.extensions_mut().insert(state);
+        }
     }
 
-    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: LayerContext<'_, S>) {
-        let Some(span) = ctx.span(id) else {
-            return;
-        };
-        let mut ext = span.extensions_mut();
-        if let Some(rec) = ext
-            .get_mut::<SpanState>()
-            .and_then(|s| s.recording.as_mut())
-        {
+    /// `Span::record`: later values replace earlier ones.
+    pub(crate) fn record(&self, state: &mut SpanState, values: &Record<'_>) {
+        if let Some(rec) = state.recording.as_mut() {
             let mut fields = SpanFields::new(rec, &self.limits);
             fields.replace = true;
             values.record(&mut fields);
         }
     }
 
-    fn on_event(&self, event: &Event<'_>, ctx: LayerContext<'_, S>) {
+    /// The log record of `event`, emitted in the span `trace` refers to, if any.
+    pub(crate) fn log(&self, event: &Event<'_>, trace: Option<TraceRef>) {
+        let Some(logs) = &self.logs else {
+            return;
+        };
         let meta = event.metadata();
-        let span = parent_of(event.parent(), event.is_contextual(), &ctx);
-        if let Some(logs) = &self.logs {
-            let trace = span.as_ref().and_then(|s| {
-                s.extensions()
-                    .get::<SpanState>()
-                    .map(|st| (st.cx.trace_id(), st.cx.span_id(), st.cx.trace_flags()))
-            });
-            let mut item = LogItem {
-                observed: SystemTime::now(),
-                level: *meta.level(),
-                target: meta.target(),
-                name: meta.name(),
-                body: None,
-                attrs: Attrs::default(),
-                trace,
-            };
-            event.record(&mut LogFields(&mut item));
-            logs.push(item);
-        }
-        if *meta.level() == Level::ERROR
-            && let Some(span) = span
-        {
-            let mut ext = span.extensions_mut();
-            if let Some(rec) = ext
-                .get_mut::<SpanState>()
-                .and_then(|s| s.recording.as_mut())
-            {
-                if rec.status == Status::Unset {
-                    rec.status = Status::error("");
-                }
-                if rec.events.len() >= self.limits.events_per_span as usize {
-                    rec.dropped_events += 1;
-                    return;
-                }
-                let mut fields = EventFields {
-                    name: Cow::Borrowed(meta.name()),
-                    attributes: vec![
-                        KeyValue::new("level", meta.level().as_str()),
-                        KeyValue::new("target", meta.target()),
-                    ],
-                };
-                event.record(&mut fields);
-                let max = self.limits.attributes_per_event as usize;
-                let dropped = fields.attributes.len().saturating_sub(max) as u32;
-                fields.attributes.truncate(max);
-                rec.events.push(opentelemetry::trace::Event::new(
-                    fields.name,
-                    SystemTime::now(),
-                    fields.attributes,
-                    dropped,
-                ));
-            }
-        }
+        let mut item = LogItem {
+            observed: SystemTime::now(),
+            level: *meta.level(),
+            target: meta.target(),
+            name: meta.name(),
+            body: None,
+            attrs: Attrs::default(),
+            trace,
+        };
+        event.record(&mut LogFields(&mut item));
+        logs.push(item);
     }
 
-    fn on_close(&self, id: Id, ctx: LayerContext<'_, S>) {
-        let (Some(spans), Some(span)) = (&self.spans, ctx.span(&id)) else {
+    /// What an ERROR event adds to the span it is in (see [`Self::add_span_event`]); its
+    /// fields are read before the span's state is locked, as they may log themselves.
+    pub(crate) fn span_event(event: &Event<'_>) -> Option<SpanEvent> {
+        let meta = event.metadata();
+        if *meta.level() != Level::ERROR {
+            return None;
+        }
+        let mut fields = EventFields {
+            name: Cow::Borrowed(meta.name()),
+            attributes: vec![
+                KeyValue::new("level", meta.level().as_str()),
+                KeyValue::new("target", meta.target()),
+            ],
+        };
+        event.record(&mut fields);
+        Some(SpanEvent {
+            fields,
+            time: SystemTime::now(),
+        })
+    }
+
+    /// Marks the span failed and adds the event, within the span's limits.
+    pub(crate) fn add_span_event(&self, state: &mut SpanState, event: SpanEvent) {
+        let Some(rec) = state.recording.as_mut() else {
             return;
         };
-        let Some(state) = span.extensions_mut().remove::<SpanState>() else {
+        if rec.status == Status::Unset {
+            rec.status = Status::error("");
+        }
+        if rec.events.len() >= self.limits.events_per_span as usize {
+            rec.dropped_events += 1;
             return;
-        };
-        if let (true, Some(recording)) = (state.cx.is_sampled(), state.recording) {
+        }
+        let SpanEvent {
+            fields:
+                EventFields {
+                    name,
+                    mut attributes,
+                },
+            time,
+        } = event;
+        let max = self.limits.attributes_per_event as usize;
+        let dropped = attributes.len().saturating_sub(max) as u32;
+        attributes.truncate(max);
+        rec.events.push(opentelemetry::trace::Event::new(
+            name, time, attributes, dropped,
+        ));
+    }
+
+    /// A span closed: a sampled one is queued for export.
+    pub(crate) fn end_span(&self, state: SpanState) {
+        if let (Some(spans), true, Some(recording)) =
+            (&self.spans, state.cx.is_sampled(), state.recording)
+        {
             spans.push(FinishedSpan {
                 cx: state.cx,
                 parent: state.parent,
@@ -423,6 +435,54 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for Ho
                 recording,
                 end: SystemTime::now(),
             });
+        }
+    }
+}
+
+/// An ERROR event, read and not yet added to its span.
+pub(crate) struct SpanEvent {
+    fields: EventFields,
+    time: SystemTime,
+}
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for HotLayer {
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: LayerContext<'_, S>) {
+        let Some(span) = ctx.span(id) else {
+            return;
+        };
+        let parent = parent_of(attrs.parent(), attrs.is_contextual(), &ctx)
+            .and_then(|p| p.extensions().get::<SpanState>().map(SpanState::as_parent));
+        let state = self.start_span(attrs, parent);
+        span.extensions_mut().insert(state);
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: LayerContext<'_, S>) {
+        if let Some(span) = ctx.span(id)
+            && let Some(state) = span.extensions_mut().get_mut::<SpanState>()
+        {
+            self.record(state, values);
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: LayerContext<'_, S>) {
+        let span = parent_of(event.parent(), event.is_contextual(), &ctx);
+        let trace = span
+            .as_ref()
+            .and_then(|s| s.extensions().get::<SpanState>().map(SpanState::trace));
+        self.log(event, trace);
+        if let Some(span) = span
+            && let Some(span_event) = Self::span_event(event)
+            && let Some(state) = span.extensions_mut().get_mut::<SpanState>()
+        {
+            self.add_span_event(state, span_event);
+        }
+    }
+
+    fn on_close(&self, id: Id, ctx: LayerContext<'_, S>) {
+        if let Some(span) = ctx.span(&id)
+            && let Some(state) = span.extensions_mut().remove::<SpanState>()
+        {
+            self.end_span(state);
         }
     }
 }

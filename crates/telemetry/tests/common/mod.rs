@@ -28,6 +28,21 @@ pub fn config(vars: &[(&str, String)]) -> Config {
     .expect("a valid test configuration")
 }
 
+/// Sets INV_LOG_FILE in `vars`.
+pub fn set_log_file(vars: &mut Vec<(&'static str, String)>, file: &str) {
+    vars.retain(|(k, _)| *k != "INV_LOG_FILE");
+    vars.push(("INV_LOG_FILE", file.to_owned()));
+}
+
+/// "off", then a file in `dir`: the OTel layer alone runs on a subscriber of its own, beside
+/// the JSON file on tracing's registry; both must send the same.
+pub fn log_files(dir: &tempfile::TempDir) -> [String; 2] {
+    [
+        "off".to_owned(),
+        dir.path().join("app.log").display().to_string(),
+    ]
+}
+
 /// A minimal HTTP/1.1 GET, enough for the library's own endpoint: (status, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).expect("connect");
