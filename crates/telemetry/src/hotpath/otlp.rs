@@ -7,7 +7,7 @@
 //! same spans and records (its span flags, its log scopes named by target). A test decodes the
 //! bytes with the generated messages.
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -19,7 +19,7 @@ use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use super::layer::{FinishedSpan, LogItem, Plain, severity};
 use super::queue::Encode;
 use super::send::{GiveUpWatch, Transport};
-use crate::export::{ExportHealth, Signal, Watched, lock, watched};
+use crate::export::{ExportHealth, Signal, Watched, watched};
 use crate::spool::Spool;
 use crate::transport::Sender;
 use crate::{InitError, SignalExport};
@@ -46,53 +46,6 @@ pub(crate) struct Encoder {
     groups: Vec<(&'static str, Vec<u8>)>,
     /// OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT, in characters.
     value_length_limit: Option<usize>,
-    buffers: Arc<Buffers>,
-}
-
-/// Requests' buffers, back from wherever the last copy of a request was dropped (sent, or given
-/// up), for the next request: a fresh buffer of a batch's size gets freshly mapped pages from
-/// the allocator, and their page faults were a quarter of the encoding threads' time.
-#[derive(Debug, Default)]
-struct Buffers(Mutex<Vec<Vec<u8>>>);
-
-/// Buffers kept: the queue's bound holds a few requests in flight at a time.
-const BUFFERS_KEPT: usize = 8;
-/// A buffer that grew past this (a batch of huge items) goes back to the allocator.
-const BUFFER_KEPT_BYTES: usize = 4 << 20;
-
-impl Buffers {
-    fn take(&self, capacity: usize) -> Vec<u8> {
-        let mut buf = lock(&self.0).pop().unwrap_or_default();
-        buf.reserve(capacity);
-        buf
-    }
-}
-
-/// A request's bytes, which go back to their [`Buffers`] when the last copy is dropped.
-struct Pooled {
-    buf: Vec<u8>,
-    home: Weak<Buffers>,
-}
-
-impl AsRef<[u8]> for Pooled {
-    fn as_ref(&self) -> &[u8] {
-        &self.buf
-    }
-}
-
-impl Drop for Pooled {
-    fn drop(&mut self) {
-        let mut buf = std::mem::take(&mut self.buf);
-        if let Some(home) = self.home.upgrade()
-            && buf.capacity() <= BUFFER_KEPT_BYTES
-        {
-            let mut kept = lock(&home.0);
-            if kept.len() < BUFFERS_KEPT {
-                buf.clear();
-                kept.push(buf);
-            }
-        }
-    }
 }
 
 impl Encoder {
@@ -113,12 +66,11 @@ impl Encoder {
             scratch: Vec::new(),
             groups: Vec::new(),
             value_length_limit,
-            buffers: Arc::default(),
         }
     }
 
     /// An `ExportTraceServiceRequest` with `spans`.
-    pub(crate) fn spans(&mut self, spans: &[FinishedSpan]) -> Bytes {
+    pub(crate) fn spans(&mut self, spans: &[FinishedSpan]) -> Vec<u8> {
         let mut body = Vec::with_capacity(self.scope.len() + spans.len() * 192);
         body.extend_from_slice(&self.scope);
         for span in spans {
@@ -130,7 +82,7 @@ impl Encoder {
     }
 
     /// An `ExportLogsServiceRequest` with `logs`, one ScopeLogs per target (the SDK's grouping).
-    pub(crate) fn logs(&mut self, logs: &[LogItem]) -> Bytes {
+    pub(crate) fn logs(&mut self, logs: &[LogItem]) -> Vec<u8> {
         for group in &mut self.groups {
             group.1.clear();
         }
@@ -158,20 +110,17 @@ impl Encoder {
     }
 
     /// The request: one ResourceSpans (ResourceLogs) with the resource and each scope's body.
-    fn request(&self, scopes: &[&[u8]]) -> Bytes {
+    fn request(&self, scopes: &[&[u8]]) -> Vec<u8> {
         let scopes_len: usize = scopes.iter().map(|s| field_len(2, s.len())).sum();
         let resource_len = self.resource.len() + scopes_len;
-        let mut out = self.buffers.take(field_len(1, resource_len));
+        let mut out = Vec::with_capacity(field_len(1, resource_len));
         put_tag(&mut out, 1, LEN);
         put_varint(&mut out, resource_len as u64);
         out.extend_from_slice(&self.resource);
         for scope in scopes {
             put_len_field(&mut out, 2, scope);
         }
-        Bytes::from_owner(Pooled {
-            buf: out,
-            home: Arc::downgrade(&self.buffers),
-        })
+        out
     }
 }
 
@@ -181,7 +130,7 @@ impl Encode<FinishedSpan> for Encoder {
     fn encode(&mut self, batch: &mut Vec<FinishedSpan>) -> Bytes {
         let request = self.spans(batch);
         batch.clear();
-        request
+        request.into()
     }
 }
 
@@ -191,7 +140,7 @@ impl Encode<LogItem> for Encoder {
     fn encode(&mut self, batch: &mut Vec<LogItem>) -> Bytes {
         let request = self.logs(batch);
         batch.clear();
-        request
+        request.into()
     }
 }
 
@@ -571,24 +520,6 @@ mod tests {
         let mut buf = Vec::new();
         put_varint(&mut buf, 300);
         assert_eq!(buf, [0xac, 0x02]);
-    }
-
-    #[test]
-    fn request_buffers_are_used_again_and_kept_within_bounds() {
-        let mut encoder = Encoder::new(&Resource::builder_empty().build(), "scope", None);
-        let first = encoder.spans(&[]);
-        let at = first.as_ptr();
-        let copy = first.clone();
-        drop(first);
-        assert!(lock(&encoder.buffers.0).is_empty(), "a copy is still out");
-        drop(copy);
-        let second = encoder.spans(&[]);
-        assert_eq!(second.as_ptr(), at, "the same buffer again");
-        let many: Vec<Bytes> = (0..BUFFERS_KEPT + 3).map(|_| encoder.logs(&[])).collect();
-        drop(many);
-        assert_eq!(lock(&encoder.buffers.0).len(), BUFFERS_KEPT);
-        drop(encoder);
-        drop(second); // its pool is gone: freed, not kept
     }
 
     #[test]
