@@ -185,8 +185,8 @@ impl ApiClient {
                     if attempt > 1 {
                         tracing::info!(
                             event = event::RETRY_SUCCESS,
-                            warehouse_id = %txn.warehouse_id,
-                            sku = %txn.sku,
+                            warehouse_id = txn.warehouse_id.as_str(),
+                            sku = txn.sku.as_str(),
                             attempt,
                             "succeeded after retrying"
                         );
@@ -219,8 +219,8 @@ impl ApiClient {
             otel.kind = "client",
             otel.status_code = Empty,
             http.request.method = "POST",
-            url.full = %self.transactions_url,
-            server.address = %self.server_address,
+            url.full = self.transactions_url.as_str(),
+            server.address = self.server_address.as_str(),
             http.response.status_code = Empty,
             attempt,
         );

@@ -363,8 +363,8 @@ impl BatchContext<'_> {
                 let item_span = tracing::info_span!(
                     parent: &batch_span,
                     span::ITEM,
-                    warehouse_id = %txn.warehouse_id,
-                    sku = %txn.sku,
+                    warehouse_id = txn.warehouse_id.as_str(),
+                    sku = txn.sku.as_str(),
                     operation = txn.operation.as_str(),
                     quantity = txn.quantity,
                     line = txn.line,
@@ -439,16 +439,25 @@ async fn process_item(
     let operation = txn.operation.as_str();
     let (failure, replayed) = match &outcome.result {
         Ok(applied) => {
-            tracing::info!(event = event::ITEM_PROCESSED, warehouse_id = %txn.warehouse_id,
-                sku = %txn.sku, operation, quantity = txn.quantity, outcome = "applied",
-                replayed = applied.replayed, quantity_after = applied.quantity_after,
-                attempts = outcome.attempts, duration_ms, "transaction applied");
+            tracing::info!(
+                event = event::ITEM_PROCESSED,
+                warehouse_id = txn.warehouse_id.as_str(),
+                sku = txn.sku.as_str(),
+                operation,
+                quantity = txn.quantity,
+                outcome = "applied",
+                replayed = applied.replayed,
+                quantity_after = applied.quantity_after,
+                attempts = outcome.attempts,
+                duration_ms,
+                "transaction applied"
+            );
             (None, applied.replayed)
         }
         Err(e) => {
             // ERROR marks the item span failed as well.
-            tracing::error!(event = event::ITEM_PROCESSED, warehouse_id = %txn.warehouse_id,
-                sku = %txn.sku, operation, quantity = txn.quantity, outcome = "failed",
+            tracing::error!(event = event::ITEM_PROCESSED, warehouse_id = txn.warehouse_id.as_str(),
+                sku = txn.sku.as_str(), operation, quantity = txn.quantity, outcome = "failed",
                 error.type = %e.kind(), error = %e, attempts = outcome.attempts, duration_ms,
                 "transaction failed");
             (Some(e.kind()), false)

@@ -91,9 +91,16 @@ pub struct Db(Arc<Inner>);
 struct Inner {
     writer: Mutex<Connection>,
     reader: Mutex<Connection>,
-    /// Bound per operation up front ([`Op::ALL`] order): the SDK's lookup of an attribute set
-    /// costs several times the measurement.
-    duration: [BoundHistogram<f64>; Op::ALL.len()],
+    /// Per operation, in [`Op::ALL`] order.
+    ops: [OpTelemetry; Op::ALL.len()],
+}
+
+/// What an operation's calls record, made once: building them per call (a name formatted, an
+/// attribute set looked up by the SDK) cost more than recording them.
+#[derive(Debug)]
+struct OpTelemetry {
+    span_name: String,
+    duration: BoundHistogram<f64>,
 }
 
 /// The traced database operations.
@@ -143,16 +150,17 @@ impl Db {
                 .with_unit(names::metric::DB_DURATION.unit)
                 .with_description("Duration of database operations, lock wait included")
                 .build();
-            let duration = Op::ALL.map(|op| {
-                duration.bind(&[
+            let ops = Op::ALL.map(|op| OpTelemetry {
+                span_name: format!("{} {}", names::span::DB_SYSTEM, op.as_str()),
+                duration: duration.bind(&[
                     KeyValue::new(DB_SYSTEM_NAME, names::span::DB_SYSTEM),
                     KeyValue::new(DB_OPERATION_NAME, op.as_str()),
-                ])
+                ]),
             });
             Ok(Self(Arc::new(Inner {
                 writer: Mutex::new(writer),
                 reader: Mutex::new(reader),
-                duration,
+                ops,
             })))
         };
         open().map_err(|source| OpenError {
@@ -247,17 +255,17 @@ impl Db {
         conn: Conn,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, DbError> {
-        let operation = op.as_str();
+        let telemetry = &self.0.ops[op as usize];
         let span = tracing::info_span!(
             names::span::DB,
-            otel.name = %format!("{} {operation}", names::span::DB_SYSTEM),
+            otel.name = telemetry.span_name.as_str(),
             otel.kind = "client",
             db.system.name = names::span::DB_SYSTEM,
-            db.operation.name = operation,
+            db.operation.name = op.as_str(),
         );
         let start = Instant::now();
         let result = self.blocking(conn, span, f).await;
-        self.0.duration[op as usize].record(start.elapsed().as_secs_f64());
+        telemetry.duration.record(start.elapsed().as_secs_f64());
         result
     }
 

@@ -82,8 +82,8 @@ pub(crate) async fn create_transaction(
         .map_err(|e| AppError::from_apply(e, &request.warehouse_id, &request.sku, delta))?;
     tracing::info!(
         event = names::event::TRANSACTION_APPLIED,
-        warehouse_id = %applied.warehouse_id,
-        sku = %applied.sku,
+        warehouse_id = applied.warehouse_id.as_str(),
+        sku = applied.sku.as_str(),
         kind = applied.kind.as_str(),
         quantity = applied.quantity,
         quantity_after = applied.quantity_after,
