@@ -58,10 +58,10 @@ pub(crate) async fn track(
         .to_owned();
     let span = tracing::info_span!(
         span::HTTP_REQUEST,
-        otel.name = %format!("{method} {route}"),
+        otel.name = %format_args!("{method} {route}"),
         otel.kind = "server",
-        http.request.method = %method,
-        http.route = %route,
+        http.request.method = method.as_str(),
+        http.route = route.as_str(),
         http.response.status_code = Empty,
         otel.status_code = Empty,
     );
