@@ -35,7 +35,8 @@ use super::queue::Queue;
 use crate::SpanLimitsConfig;
 use crate::propagation::Propagation;
 
-/// A span's identity, kept in the registry's extensions for as long as the span lives.
+/// A span's identity, kept for as long as the span lives: in our subscriber's slot, or in the
+/// registry's extensions.
 #[derive(Debug)]
 pub(crate) struct SpanState {
     pub(crate) cx: SpanContext,

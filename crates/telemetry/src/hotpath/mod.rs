@@ -9,7 +9,8 @@
 //! an encoding thread takes whole batches and writes OTLP protobuf from them ([`otlp`]), and a
 //! sending thread ([`send`]) delivers the requests, retrying transient failures and keeping in
 //! the spool what shutdown gives up on (transport.rs' `Sender`, spool.rs; the console exporter
-//! gets the SDK's types instead, traces.rs and logs.rs). ARCHITECTURE.md ("The hot path, measured") has the figures.
+//! gets the SDK's types instead, traces.rs and logs.rs). ARCHITECTURE.md ("The hot path,
+//! measured") has the figures.
 
 pub(crate) mod layer;
 pub(crate) mod otlp;

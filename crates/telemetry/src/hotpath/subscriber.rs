@@ -109,7 +109,7 @@ impl Subscriber for HotSubscriber {
 
     fn new_span(&self, attrs: &Attributes<'_>) -> Id {
         let parent = self.parent(attrs.parent(), attrs.is_contextual());
-        let parent = parent.and_then(|id| Some(lock(&self.slot(&id)?.state).as_parent()));
+        let parent = parent.and_then(|id| self.with_state(&id, |s| s.as_parent()));
         let state = self.layer.start_span(attrs, parent);
         let slot = Slot {
             meta: attrs.metadata(),
@@ -130,14 +130,14 @@ impl Subscriber for HotSubscriber {
 
     fn event(&self, event: &Event<'_>) {
         let span = self.parent(event.parent(), event.is_contextual());
-        let slot = span.and_then(|id| self.slot(&id));
-        let trace = slot.as_ref().map(|s| lock(&s.state).trace());
+        let trace = span
+            .as_ref()
+            .and_then(|id| self.with_state(id, |s| s.trace()));
         self.layer.log(event, trace);
-        if let Some(slot) = slot
+        if let Some(id) = span
             && let Some(span_event) = HotLayer::span_event(event)
         {
-            self.layer
-                .add_span_event(&mut lock(&slot.state), span_event);
+            self.with_state(&id, |s| self.layer.add_span_event(s, span_event));
         }
     }
 
