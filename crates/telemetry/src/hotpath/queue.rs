@@ -120,6 +120,7 @@ impl<T: Send + 'static> Queue<T> {
     }
 
     /// Records one item: the hot path.
+    #[inline]
     pub(crate) fn push(&self, item: T) {
         let full = {
             let mut shard = lock(&self.shards[shard_index() % self.shards.len()]);
