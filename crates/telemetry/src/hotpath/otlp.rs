@@ -7,11 +7,12 @@
 //! same spans and records (its span flags, its log scopes named by target). A test decodes the
 //! bytes with the generated messages.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use opentelemetry::trace::{SpanKind, Status};
+use opentelemetry::trace::{SpanKind, Status, TraceState};
 use opentelemetry::{Array, Value};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
@@ -33,20 +34,28 @@ const FIXED32: u32 = 5;
 const HAS_IS_REMOTE: u32 = 0x100;
 const IS_REMOTE: u32 = 0x200;
 
-/// Encodes one signal's export requests for one Resource and one scope.
+/// Encodes one signal's export requests for one Resource and one scope. A request is written
+/// once, in order, into one buffer: each message's length goes in a slot left before it and set
+/// once it is written (see [`put_message`]), so no message is built aside and copied into its
+/// parent.
 #[derive(Debug)]
 pub(crate) struct Encoder {
     /// `resource` (field 1 of ResourceSpans and ResourceLogs), tag and length included.
     resource: Vec<u8>,
     /// `scope` (field 1 of ScopeSpans) for spans.
     scope: Vec<u8>,
-    /// One span or log record at a time, before its length is known.
-    scratch: Vec<u8>,
-    /// Log records grouped by scope (their target), in first-seen order.
-    groups: Vec<(&'static str, Vec<u8>)>,
+    /// Log records' scopes (their targets), in first-seen order.
+    targets: Vec<&'static str>,
+    /// The length slot for the next item: as wide as the last item's length needed.
+    slot: usize,
+    /// Bytes per item in the last request, to size the next one's buffer.
+    item_bytes: usize,
     /// OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT, in characters.
     value_length_limit: Option<usize>,
 }
+
+/// The length slot of a request's wrappers (ResourceX, ScopeX): 3 bytes hold up to 2 MiB.
+const WRAPPER_SLOT: usize = 3;
 
 impl Encoder {
     pub(crate) fn new(resource: &Resource, scope: &str, value_length_limit: Option<usize>) -> Self {
@@ -63,64 +72,61 @@ impl Encoder {
         Self {
             resource,
             scope,
-            scratch: Vec::new(),
-            groups: Vec::new(),
+            targets: Vec::new(),
+            slot: 2,
+            item_bytes: 256,
             value_length_limit,
         }
     }
 
     /// An `ExportTraceServiceRequest` with `spans`.
     pub(crate) fn spans(&mut self, spans: &[FinishedSpan]) -> Vec<u8> {
-        let mut body = Vec::with_capacity(self.scope.len() + spans.len() * 192);
-        body.extend_from_slice(&self.scope);
-        for span in spans {
-            self.scratch.clear();
-            span_message(&mut self.scratch, span, self.value_length_limit);
-            put_len_field(&mut body, 2, &self.scratch);
-        }
-        self.request(&[&body])
+        let limit = self.value_length_limit;
+        let mut slot = self.slot;
+        let mut out = self.buffer(spans.len());
+        put_message(&mut out, 1, WRAPPER_SLOT, |out| {
+            out.extend_from_slice(&self.resource);
+            put_message(out, 2, WRAPPER_SLOT, |out| {
+                out.extend_from_slice(&self.scope);
+                for span in spans {
+                    slot = put_message(out, 2, slot, |out| span_message(out, span, limit));
+                }
+            });
+        });
+        self.slot = slot;
+        self.item_bytes = out.len() / spans.len().max(1);
+        out
     }
 
     /// An `ExportLogsServiceRequest` with `logs`, one ScopeLogs per target (the SDK's grouping).
     pub(crate) fn logs(&mut self, logs: &[LogItem]) -> Vec<u8> {
-        for group in &mut self.groups {
-            group.1.clear();
-        }
+        self.targets.clear();
         for item in logs {
-            self.scratch.clear();
-            log_message(&mut self.scratch, item);
-            let at = match self.groups.iter().position(|(t, _)| *t == item.target) {
-                Some(at) => at,
-                None => {
-                    self.groups.push((item.target, Vec::new()));
-                    self.groups.len() - 1
-                }
-            };
-            let records = &mut self.groups[at].1;
-            if records.is_empty() {
-                let mut name = Vec::new();
-                put_str(&mut name, 1, item.target);
-                put_len_field(records, 1, &name);
+            if !self.targets.contains(&item.target) {
+                self.targets.push(item.target);
             }
-            put_len_field(records, 2, &self.scratch);
         }
-        self.groups.retain(|(_, records)| !records.is_empty());
-        let scopes: Vec<&[u8]> = self.groups.iter().map(|(_, r)| r.as_slice()).collect();
-        self.request(&scopes)
+        let mut slot = self.slot;
+        let mut out = self.buffer(logs.len());
+        put_message(&mut out, 1, WRAPPER_SLOT, |out| {
+            out.extend_from_slice(&self.resource);
+            for &target in &self.targets {
+                put_message(out, 2, WRAPPER_SLOT, |out| {
+                    put_message(out, 1, 1, |out| put_str(out, 1, target));
+                    for item in logs.iter().filter(|item| item.target == target) {
+                        slot = put_message(out, 2, slot, |out| log_message(out, item));
+                    }
+                });
+            }
+        });
+        self.slot = slot;
+        self.item_bytes = out.len() / logs.len().max(1);
+        out
     }
 
-    /// The request: one ResourceSpans (ResourceLogs) with the resource and each scope's body.
-    fn request(&self, scopes: &[&[u8]]) -> Vec<u8> {
-        let scopes_len: usize = scopes.iter().map(|s| field_len(2, s.len())).sum();
-        let resource_len = self.resource.len() + scopes_len;
-        let mut out = Vec::with_capacity(field_len(1, resource_len));
-        put_tag(&mut out, 1, LEN);
-        put_varint(&mut out, resource_len as u64);
-        out.extend_from_slice(&self.resource);
-        for scope in scopes {
-            put_len_field(&mut out, 2, scope);
-        }
-        out
+    /// A request's buffer, for `items` items the size of the last request's.
+    fn buffer(&self, items: usize) -> Vec<u8> {
+        Vec::with_capacity(self.resource.len() + 64 + items * (self.item_bytes + 8))
     }
 }
 
@@ -243,7 +249,7 @@ fn span_message(buf: &mut Vec<u8>, span: &FinishedSpan, limit: Option<usize>) {
     let r = &span.recording;
     put_len_field(buf, 1, &cx.trace_id().to_bytes());
     put_len_field(buf, 2, &cx.span_id().to_bytes());
-    put_str(buf, 3, &cx.trace_state().header());
+    put_str(buf, 3, &trace_state(span));
     if span.parent != opentelemetry::trace::SpanId::INVALID {
         put_len_field(buf, 4, &span.parent.to_bytes());
     }
@@ -252,18 +258,11 @@ fn span_message(buf: &mut Vec<u8>, span: &FinishedSpan, limit: Option<usize>) {
     put_fixed64(buf, 7, nanos(r.start));
     put_fixed64(buf, 8, nanos(span.end));
     for (key, value) in r.attrs.iter() {
-        put_kv(buf, 9, key, value, limit);
+        put_kv(buf, 9, key, cut_value(value, limit));
     }
     put_uint(buf, 10, u64::from(r.attrs.dropped));
     for event in &r.events {
-        let mut e = Vec::new();
-        put_fixed64(&mut e, 1, nanos(event.timestamp));
-        put_str(&mut e, 2, &event.name);
-        for kv in &event.attributes {
-            put_value_kv(&mut e, 3, kv.key.as_str(), &kv.value, limit);
-        }
-        put_uint(&mut e, 4, u64::from(event.dropped_attributes_count));
-        put_len_field(buf, 11, &e);
+        put_message(buf, 11, 2, |buf| event_message(buf, event, limit));
     }
     put_uint(buf, 12, u64::from(r.dropped_events));
     let (code, message) = match &r.status {
@@ -271,20 +270,34 @@ fn span_message(buf: &mut Vec<u8>, span: &FinishedSpan, limit: Option<usize>) {
         Status::Ok => (1, ""),
         Status::Error { description } => (2, description.as_ref()),
     };
-    let message_len = if message.is_empty() {
-        0
-    } else {
-        field_len(2, message.len())
-    };
-    let code_len = if code == 0 { 0 } else { 1 + varint_len(code) };
-    put_tag(buf, 15, LEN);
-    put_varint(buf, (message_len + code_len) as u64);
-    put_str(buf, 2, message);
-    put_uint(buf, 3, code);
+    put_message(buf, 15, 1, |buf| {
+        put_str(buf, 2, message);
+        put_uint(buf, 3, code);
+    });
     let remote = if span.parent_remote { IS_REMOTE } else { 0 };
     let flags = u32::from(cx.trace_flags().to_u8()) | HAS_IS_REMOTE | remote;
     put_tag(buf, 16, FIXED32);
     buf.extend_from_slice(&flags.to_le_bytes());
+}
+
+/// A span event's message: its time, name, attributes and dropped count.
+fn event_message(buf: &mut Vec<u8>, event: &opentelemetry::trace::Event, limit: Option<usize>) {
+    put_fixed64(buf, 1, nanos(event.timestamp));
+    put_str(buf, 2, &event.name);
+    for kv in &event.attributes {
+        put_value_kv(buf, 3, kv.key.as_str(), &kv.value, limit);
+    }
+    put_uint(buf, 4, u64::from(event.dropped_attributes_count));
+}
+
+/// The span's W3C tracestate, usually empty (then nothing is written).
+fn trace_state(span: &FinishedSpan) -> Cow<'static, str> {
+    let state = span.cx.trace_state();
+    if *state == TraceState::NONE {
+        Cow::Borrowed("")
+    } else {
+        Cow::Owned(state.header())
+    }
 }
 
 fn log_message(buf: &mut Vec<u8>, item: &LogItem) {
@@ -292,12 +305,10 @@ fn log_message(buf: &mut Vec<u8>, item: &LogItem) {
     put_str(buf, 3, item.level.as_str());
     if let Some(body) = item.body {
         let body = item.attrs.text(body);
-        put_tag(buf, 5, LEN);
-        put_varint(buf, field_len(1, body.len()) as u64);
-        put_str_always(buf, 1, body);
+        put_message(buf, 5, 1, |buf| put_str_always(buf, 1, body));
     }
     for (key, value) in item.attrs.iter() {
-        put_kv(buf, 6, key, value, None);
+        put_kv(buf, 6, key, value);
     }
     if let Some((trace_id, span_id, flags)) = item.trace {
         put_tag(buf, 8, FIXED32);
@@ -341,40 +352,38 @@ fn cut_value(value: Plain<'_>, limit: Option<usize>) -> Plain<'_> {
     }
 }
 
-/// A `KeyValue` of the SDK's types (the resource, span events) as field `field`.
-fn put_value_kv(buf: &mut Vec<u8>, field: u32, key: &str, value: &Value, limit: Option<usize>) {
-    let plain = match value {
+/// A scalar value of the SDK's types as a [`Plain`] one; `None` for arrays and later kinds.
+fn plain(value: &Value) -> Option<Plain<'_>> {
+    Some(match value {
         Value::String(s) => Plain::Str(s.as_str()),
         Value::Bool(b) => Plain::Bool(*b),
         Value::I64(v) => Plain::I64(*v),
         Value::F64(v) => Plain::F64(*v),
-        other => {
-            let mut any = Vec::new();
-            put_composite(&mut any, other, limit);
-            put_tag(buf, field, LEN);
-            put_varint(
-                buf,
-                (field_len(1, key.len()) + field_len(2, any.len())) as u64,
-            );
-            put_str_always(buf, 1, key);
-            put_len_field(buf, 2, &any);
-            return;
-        }
-    };
-    put_kv(buf, field, key, plain, limit);
+        _ => return None,
+    })
 }
 
-/// A `KeyValue` as field `field`: a scalar's length is known before it is written, so it goes
-/// straight into `buf` (the hot path: every attribute of every item).
+/// A `KeyValue` of the SDK's types (the resource, span events) as field `field`.
+fn put_value_kv(buf: &mut Vec<u8>, field: u32, key: &str, value: &Value, limit: Option<usize>) {
+    if let Some(plain) = plain(value) {
+        return put_kv(buf, field, key, cut_value(plain, limit));
+    }
+    let mut any = Vec::new();
+    put_composite(&mut any, value, limit);
+    put_tag(buf, field, LEN);
+    put_varint(
+        buf,
+        (field_len(1, key.len()) + field_len(2, any.len())) as u64,
+    );
+    put_str_always(buf, 1, key);
+    put_len_field(buf, 2, &any);
+}
+
+/// A `KeyValue` as field `field`, its value cut already: a scalar's length is known before it
+/// is written, so it goes straight into `buf` (the hot path: every attribute of every item).
 #[inline]
-fn put_kv(buf: &mut Vec<u8>, field: u32, key: &str, value: Plain<'_>, limit: Option<usize>) {
-    let value = cut_value(value, limit);
-    let any_len = match value {
-        Plain::Str(s) => field_len(1, s.len()),
-        Plain::Bool(_) => 2,
-        Plain::I64(v) => 1 + varint_len(v as u64),
-        Plain::F64(_) => 9,
-    };
+fn put_kv(buf: &mut Vec<u8>, field: u32, key: &str, value: Plain<'_>) {
+    let any_len = any_len(value);
     put_tag(buf, field, LEN);
     put_varint(
         buf,
@@ -384,6 +393,17 @@ fn put_kv(buf: &mut Vec<u8>, field: u32, key: &str, value: Plain<'_>, limit: Opt
     put_tag(buf, 2, LEN);
     put_varint(buf, any_len as u64);
     put_scalar(buf, value);
+}
+
+/// The length of a scalar `AnyValue`.
+#[inline]
+fn any_len(value: Plain<'_>) -> usize {
+    match value {
+        Plain::Str(s) => field_len(1, s.len()),
+        Plain::Bool(_) => 2,
+        Plain::I64(v) => 1 + varint_len(v as u64),
+        Plain::F64(_) => 9,
+    }
 }
 
 /// The fields of a scalar `AnyValue` (its oneof).
@@ -426,18 +446,57 @@ fn put_tag(buf: &mut Vec<u8>, field: u32, wire: u32) {
     put_varint(buf, u64::from((field << 3) | wire));
 }
 
-#[inline]
-fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
-    // Tags, and most lengths and numbers here, are one byte.
+#[inline(always)]
+fn put_varint(buf: &mut Vec<u8>, v: u64) {
+    // Tags, and most lengths and numbers here, are one byte: that case stays inline.
     if v < 0x80 {
         buf.push(v as u8);
-        return;
+    } else {
+        put_long_varint(buf, v);
     }
+}
+
+#[inline(never)]
+fn put_long_varint(buf: &mut Vec<u8>, v: u64) {
+    let (bytes, width) = varint(v);
+    buf.extend_from_slice(&bytes[..width]);
+}
+
+/// `v` as a varint: its bytes, and how many.
+fn varint(mut v: u64) -> ([u8; 10], usize) {
+    let mut bytes = [0; 10];
+    let mut width = 0;
     while v >= 0x80 {
-        buf.push((v as u8) | 0x80);
+        bytes[width] = (v as u8) | 0x80;
         v >>= 7;
+        width += 1;
     }
-    buf.push(v as u8);
+    bytes[width] = v as u8;
+    (bytes, width + 1)
+}
+
+/// A length-delimited field `field` whose length is known once it is written: `write` appends
+/// the message after `slot` bytes left for the length, set then. A length of another width
+/// moves the message (callers pass the width the last such message needed, so that is rare).
+/// Returns the width the length took.
+#[inline]
+fn put_message(
+    buf: &mut Vec<u8>,
+    field: u32,
+    slot: usize,
+    write: impl FnOnce(&mut Vec<u8>),
+) -> usize {
+    put_tag(buf, field, LEN);
+    let at = buf.len();
+    buf.resize(at + slot, 0);
+    write(buf);
+    let (bytes, width) = varint((buf.len() - at - slot) as u64);
+    if width == slot {
+        buf[at..at + slot].copy_from_slice(&bytes[..width]);
+    } else {
+        buf.splice(at..at + slot, bytes[..width].iter().copied());
+    }
+    width
 }
 
 #[inline]
@@ -520,6 +579,21 @@ mod tests {
         let mut buf = Vec::new();
         put_varint(&mut buf, 300);
         assert_eq!(buf, [0xac, 0x02]);
+    }
+
+    #[test]
+    fn a_message_written_before_its_length_is_known_is_the_same_field() {
+        for len in [0, 5, 127, 128, 300, 16_383, 16_384, 70_000] {
+            let body = vec![7u8; len];
+            let mut expected = vec![1];
+            put_len_field(&mut expected, 2, &body);
+            for slot in 1..=3 {
+                let mut buf = vec![1];
+                let width = put_message(&mut buf, 2, slot, |b| b.extend_from_slice(&body));
+                assert_eq!(buf, expected, "{len} bytes, slot {slot}");
+                assert_eq!(width, varint_len(len as u64), "{len} bytes, slot {slot}");
+            }
+        }
     }
 
     #[test]
