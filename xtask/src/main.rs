@@ -102,8 +102,10 @@ const TASKS: &[Task] = &[
         name: "run-cost",
         about: "what telemetry costs a whole run: stack up, a release invbot on generated input \
                 (--rows N, default 20000) K times exporting and K times with OTEL_SDK_DISABLED, \
-                alternating (--pairs K, default 3); each run's CPU (bot + its API) and wall time, \
-                the medians, their ratio and the extra CPU per transaction; stack down",
+                alternating (--pairs K, default 3; --together: each pair at once); each run's CPU \
+                (bot + its API) and wall time, the medians, their ratio and the extra CPU per \
+                transaction; --instructions: one run each way under callgrind (2000 rows), the \
+                instructions per transaction instead; stack down",
         action: Action::RunWith(run_cost::run_cost),
     },
     Task {

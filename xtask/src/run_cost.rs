@@ -1,5 +1,5 @@
-//! `cargo xtask run-cost [--rows N] [--pairs K] [--together]`: what telemetry costs a whole bot
-//! run. A release invbot runs the same generated input K times exporting to the stack's collector
+//! `cargo xtask run-cost [--rows N] [--pairs K] [--together] [--instructions]`: what telemetry
+//! costs a whole bot run. A release invbot runs the same generated input K times exporting to the stack's collector
 //! and K times with OTEL_SDK_DISABLED=true, alternately, the console and the JSON log file off in
 //! both, each run with a fresh state directory (so no run replays another's transactions). With
 //! `--together`, the two runs of each pair run at the same time instead: on a small machine the
@@ -11,6 +11,12 @@
 //! for. Then the medians on and off, their ratio, the extra CPU per transaction and the wall
 //! time ratio. A stack of its own (state under `$INV_STACK_STATE/run-cost`, emptied first) comes
 //! up for it and goes down after it, failed or not.
+//!
+//! With `--instructions`, one run on and one off (2,000 rows unless `--rows` says) run under
+//! valgrind's callgrind instead, which counts the instructions each process executes: a figure
+//! that a busy, shared machine does not move, as CPU time it does. It leaves out what the
+//! instructions wait for (cache misses, the kernel), so it complements the CPU ratio rather
+//! than replacing it. The callgrind files stay in the run directories for callgrind_annotate.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -29,45 +35,77 @@ struct Options {
     rows: u64,
     pairs: u64,
     together: bool,
+    /// Count instructions under callgrind (one run on, one off) instead of timing.
+    instructions: bool,
 }
+
+/// Rows of an `--instructions` run unless `--rows` says: callgrind runs some 50 times slower.
+const INSTRUCTION_ROWS: u64 = 2_000;
 
 impl Options {
     const DEFAULT: Self = Self {
         rows: 20_000,
         pairs: 3,
         together: false,
+        instructions: false,
     };
 
     fn parse(args: &[String]) -> Result<Self> {
         let mut opts = Self::DEFAULT;
+        let mut rows = None;
+        let mut pairs = None;
         let mut args = args.iter();
         while let Some(flag) = args.next() {
             let target = match flag.as_str() {
-                "--rows" => &mut opts.rows,
-                "--pairs" => &mut opts.pairs,
+                "--rows" => &mut rows,
+                "--pairs" => &mut pairs,
                 "--together" => {
                     opts.together = true;
                     continue;
                 }
-                other => bail!("run-cost takes --rows N, --pairs K and --together, not {other:?}"),
+                "--instructions" => {
+                    opts.instructions = true;
+                    continue;
+                }
+                other => bail!(
+                    "run-cost takes --rows N, --pairs K, --together and --instructions, not {other:?}"
+                ),
             };
-            *target = args
-                .next()
-                .and_then(|v| v.parse().ok())
-                .filter(|&n| n > 0)
-                .with_context(|| format!("{flag} needs a whole number above 0"))?;
+            *target = Some(
+                args.next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|&n| n > 0)
+                    .with_context(|| format!("{flag} needs a whole number above 0"))?,
+            );
         }
+        if opts.instructions {
+            if pairs.is_some() || opts.together {
+                bail!("--instructions counts one run on and one off: it takes --rows only");
+            }
+            opts.pairs = 1;
+            opts.rows = INSTRUCTION_ROWS;
+        }
+        opts.rows = rows.unwrap_or(opts.rows);
+        opts.pairs = pairs.unwrap_or(opts.pairs);
         Ok(opts)
     }
 
     /// How long one run may take before it is killed: generous for a slow, shared machine.
     fn run_deadline(self) -> Duration {
-        Duration::from_secs(120) + Duration::from_millis(10 * self.rows)
+        let per_row = if self.instructions { 500 } else { 10 };
+        Duration::from_secs(120) + Duration::from_millis(per_row * self.rows)
     }
 }
 
 pub(crate) fn run_cost(root: &Path, args: &[String]) -> Result<()> {
     let opts = Options::parse(args)?;
+    if opts.instructions {
+        Command::new(VALGRIND)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .context("--instructions needs valgrind (Debian: apt-get install valgrind)")?;
+    }
     let invbot = bot::build_with(root, Profile::Release)?;
     let mut ctx = Ctx::new(root)?;
     ctx.topology = Topology::Single;
@@ -90,6 +128,15 @@ struct Run {
     rows: u64,
     /// The summary's telemetry line.
     telemetry_line: String,
+    /// With `--instructions`: what the bot and the API executed.
+    instructions: Option<Instructions>,
+}
+
+/// Instructions the bot and its API executed, from their callgrind files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Instructions {
+    bot: u64,
+    api: u64,
 }
 
 impl Run {
@@ -112,7 +159,9 @@ fn measure(ctx: &Ctx, invbot: &Path, opts: Options) -> Result<()> {
         opts.rows,
         opts.pairs,
         opts.pairs,
-        if opts.together {
+        if opts.instructions {
+            "under callgrind"
+        } else if opts.together {
             "each pair at the same time"
         } else {
             "alternating"
@@ -122,7 +171,8 @@ fn measure(ctx: &Ctx, invbot: &Path, opts: Options) -> Result<()> {
     for pair in 0..opts.pairs {
         let start = |telemetry: bool| {
             let n = 2 * pair + u64::from(!telemetry);
-            start_run(invbot, &input, &dir.join(format!("run-{n}")), telemetry)
+            let run_dir = dir.join(format!("run-{n}"));
+            start_run(invbot, &input, &run_dir, telemetry, opts.instructions)
         };
         let pair_runs = if opts.together {
             let both = [start(true)?, start(false)?];
@@ -143,7 +193,12 @@ fn measure(ctx: &Ctx, invbot: &Path, opts: Options) -> Result<()> {
             runs.push(run);
         }
     }
-    print!("{}", report(&runs));
+    // Under callgrind, CPU time is valgrind's: only the counts mean something.
+    if opts.instructions {
+        print!("{}{}", table(&runs), instruction_report(&runs));
+    } else {
+        print!("{}", report(&runs));
+    }
     Ok(())
 }
 
@@ -168,11 +223,35 @@ fn errors_file(dir: &Path) -> PathBuf {
     dir.join("stderr.log")
 }
 
-/// Starts one `invbot run` of `input` with telemetry on or off.
-fn start_run(invbot: &Path, input: &Path, dir: &Path, telemetry: bool) -> Result<Started> {
+const VALGRIND: &str = "valgrind";
+
+/// Where callgrind writes a process's counts in a run's `dir` (`%p`: the pid).
+const CALLGRIND_FILES: &str = "callgrind.out.";
+
+/// Starts one `invbot run` of `input` with telemetry on or off, under callgrind if `counted`
+/// (the API it starts too).
+fn start_run(
+    invbot: &Path,
+    input: &Path,
+    dir: &Path,
+    telemetry: bool,
+    counted: bool,
+) -> Result<Started> {
     fs::create_dir_all(dir)?;
     let start = Instant::now();
-    let child = Command::new(invbot)
+    let mut command = if counted {
+        let mut c = Command::new(VALGRIND);
+        c.args(["--tool=callgrind", "--trace-children=yes"])
+            .arg(format!(
+                "--callgrind-out-file={}/{CALLGRIND_FILES}%p",
+                dir.display()
+            ))
+            .arg(invbot);
+        c
+    } else {
+        Command::new(invbot)
+    };
+    let child = command
         .args(["run", "--json", "--no-progress", "--input"])
         .arg(input)
         .arg("--state-dir")
@@ -266,7 +345,70 @@ fn read_run(mut run: Started, stat: &ProcStat, wall_s: f64) -> Result<Run> {
         api_cpu_s: stat.children_cpu_s,
         rows,
         telemetry_line: summary["telemetry"].as_str().unwrap_or_default().to_owned(),
+        instructions: counted_instructions(&run.dir)?,
     })
+}
+
+/// The instructions in the callgrind files of the run in `dir`, if it ran under callgrind: the
+/// API's file is the one whose command is `serve-api`.
+fn counted_instructions(dir: &Path) -> Result<Option<Instructions>> {
+    let mut found = Instructions { bot: 0, api: 0 };
+    let mut any = false;
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        let is_counts = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(CALLGRIND_FILES));
+        if !is_counts {
+            continue;
+        }
+        let text = fs::read_to_string(&path)?;
+        let (cmd, total) = callgrind_totals(&text)
+            .with_context(|| format!("no command or totals in {}", path.display()))?;
+        *if cmd.contains(" serve-api ") {
+            &mut found.api
+        } else {
+            &mut found.bot
+        } += total;
+        any = true;
+    }
+    Ok(any.then_some(found))
+}
+
+/// The `cmd:` and `totals:` lines of a callgrind file.
+fn callgrind_totals(text: &str) -> Option<(&str, u64)> {
+    let cmd = text.lines().find_map(|l| l.strip_prefix("cmd:"))?;
+    let total = text
+        .lines()
+        .find_map(|l| l.strip_prefix("totals:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some((cmd, total))
+}
+
+/// The instructions per transaction on and off, their ratio and the difference.
+fn instruction_report(runs: &[Run]) -> String {
+    let find = |on: bool| {
+        runs.iter()
+            .find(|r| r.telemetry == on)
+            .and_then(|r| Some((r.instructions?, r.rows.max(1) as f64)))
+    };
+    let (Some((on, rows_on)), Some((off, rows_off))) = (find(true), find(false)) else {
+        return "\nno callgrind counts found\n".to_owned();
+    };
+    let per = |n: u64, rows: f64| n as f64 / rows;
+    let (bot_on, bot_off) = (per(on.bot, rows_on), per(off.bot, rows_off));
+    let (api_on, api_off) = (per(on.api, rows_on), per(off.api, rows_off));
+    let (all_on, all_off) = (bot_on + api_on, bot_off + api_off);
+    format!(
+        "\ninstructions per transaction, on vs off: {all_on:.0} vs {all_off:.0} (bot {bot_on:.0} \
+         vs {bot_off:.0}, API {api_on:.0} vs {api_off:.0}): {:.3}x, {:.0} more per transaction\n",
+        all_on / all_off,
+        all_on - all_off,
+    )
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -280,23 +422,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 /// The per-run table, then the medians on and off and what they make.
 fn report(runs: &[Run]) -> String {
-    let mut out = format!(
-        "\n{:>3}  {:<9} {:>7} {:>9} {:>9} {:>7} {:>7}  summary's telemetry line\n",
-        "run", "telemetry", "wall s", "bot CPU s", "API CPU s", "CPU s", "rows"
-    );
-    for (n, r) in runs.iter().enumerate() {
-        out.push_str(&format!(
-            "{:>3}  {:<9} {:>7.2} {:>9.2} {:>9.2} {:>7.2} {:>7}  {}\n",
-            n + 1,
-            on_off(r.telemetry),
-            r.wall_s,
-            r.bot_cpu_s,
-            r.api_cpu_s,
-            r.cpu_s(),
-            r.rows,
-            r.telemetry_line
-        ));
-    }
+    let mut out = table(runs);
     let of = |on: bool, figure: fn(&Run) -> f64| {
         median(
             runs.iter()
@@ -323,6 +449,28 @@ fn report(runs: &[Run]) -> String {
     out
 }
 
+/// One line per run: its CPU, wall time, rows and the summary's telemetry line.
+fn table(runs: &[Run]) -> String {
+    let mut out = format!(
+        "\n{:>3}  {:<9} {:>7} {:>9} {:>9} {:>7} {:>7}  summary's telemetry line\n",
+        "run", "telemetry", "wall s", "bot CPU s", "API CPU s", "CPU s", "rows"
+    );
+    for (n, r) in runs.iter().enumerate() {
+        out.push_str(&format!(
+            "{:>3}  {:<9} {:>7.2} {:>9.2} {:>9.2} {:>7.2} {:>7}  {}\n",
+            n + 1,
+            on_off(r.telemetry),
+            r.wall_s,
+            r.bot_cpu_s,
+            r.api_cpu_s,
+            r.cpu_s(),
+            r.rows,
+            r.telemetry_line
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,13 +489,27 @@ mod tests {
                 rows: 1000,
                 pairs: 5,
                 together: true,
+                instructions: false,
             }
         );
+        let counted = |list: &[&str]| Options::parse(&args(list)).expect("--instructions");
+        assert_eq!(
+            counted(&["--instructions"]),
+            Options {
+                rows: INSTRUCTION_ROWS,
+                pairs: 1,
+                together: false,
+                instructions: true,
+            }
+        );
+        assert_eq!(counted(&["--rows", "500", "--instructions"]).rows, 500);
         for bad in [
             &["--rows"][..],
             &["--rows", "0"],
             &["--pairs", "many"],
             &["--topology", "gateway"],
+            &["--instructions", "--pairs", "2"],
+            &["--together", "--instructions"],
         ] {
             assert!(Options::parse(&args(bad)).is_err(), "{bad:?}");
         }
@@ -369,6 +531,7 @@ mod tests {
             api_cpu_s: 1.0,
             rows: 10_000,
             telemetry_line: String::new(),
+            instructions: None,
         };
         let runs = [
             run(true, 3.0, 6.0),
@@ -384,5 +547,35 @@ mod tests {
         );
         assert!(text.contains("300 µs more CPU per transaction"), "{text}");
         assert!(text.contains("wall 6.00 s vs 4.00 s: 1.50x"), "{text}");
+    }
+
+    #[test]
+    fn callgrind_totals_name_the_command_and_count() {
+        let file = "version: 1\ncmd:  /x/invbot serve-api --listen 127.0.0.1:0 --db d\n\
+                    events: Ir\nfn=(1) main\n5 10\ntotals: 123456\n";
+        assert_eq!(
+            callgrind_totals(file),
+            Some(("  /x/invbot serve-api --listen 127.0.0.1:0 --db d", 123_456))
+        );
+        assert_eq!(callgrind_totals("cmd: x\nevents: Ir\n"), None);
+    }
+
+    #[test]
+    fn instruction_report_gives_the_ratio_and_the_extra_per_transaction() {
+        let run = |telemetry, bot, api| Run {
+            telemetry,
+            wall_s: 1.0,
+            bot_cpu_s: 1.0,
+            api_cpu_s: 1.0,
+            rows: 1_000,
+            telemetry_line: String::new(),
+            instructions: Some(Instructions { bot, api }),
+        };
+        let text = instruction_report(&[run(true, 150_000, 225_000), run(false, 100_000, 150_000)]);
+        // On: 150 + 225 = 375 a transaction; off: 100 + 150 = 250.
+        assert!(
+            text.contains("375 vs 250 (bot 150 vs 100, API 225 vs 150): 1.500x, 125 more"),
+            "{text}"
+        );
     }
 }
