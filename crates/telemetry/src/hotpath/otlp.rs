@@ -384,15 +384,35 @@ fn put_value_kv(buf: &mut Vec<u8>, field: u32, key: &str, value: &Value, limit: 
 #[inline]
 fn put_kv(buf: &mut Vec<u8>, field: u32, key: &str, value: Plain<'_>) {
     let any_len = any_len(value);
+    let kv_len = field_len(1, key.len()) + field_len(2, any_len);
+    if kv_len < 0x80 && field < 16 {
+        // The usual attribute: every tag and length is one byte, so the framing goes in a few
+        // fixed-size writes rather than a push per byte.
+        buf.reserve(2 + kv_len);
+        buf.extend_from_slice(&[tag(field, LEN), kv_len as u8, tag(1, LEN), key.len() as u8]);
+        buf.extend_from_slice(key.as_bytes());
+        buf.extend_from_slice(&[tag(2, LEN), any_len as u8]);
+        match value {
+            Plain::Str(s) => {
+                buf.extend_from_slice(&[tag(1, LEN), s.len() as u8]);
+                buf.extend_from_slice(s.as_bytes());
+            }
+            other => put_scalar(buf, other),
+        }
+        return;
+    }
     put_tag(buf, field, LEN);
-    put_varint(
-        buf,
-        (field_len(1, key.len()) + field_len(2, any_len)) as u64,
-    );
+    put_varint(buf, kv_len as u64);
     put_str_always(buf, 1, key);
     put_tag(buf, 2, LEN);
     put_varint(buf, any_len as u64);
     put_scalar(buf, value);
+}
+
+/// A one-byte tag (fields below 16).
+#[inline]
+fn tag(field: u32, wire: u32) -> u8 {
+    ((field << 3) | wire) as u8
 }
 
 /// The length of a scalar `AnyValue`.
