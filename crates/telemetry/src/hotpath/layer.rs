@@ -47,6 +47,17 @@ pub(crate) struct SpanState {
     recording: Option<Recording>,
 }
 
+impl Default for SpanState {
+    fn default() -> Self {
+        Self {
+            cx: SpanContext::NONE,
+            parent: SpanId::INVALID,
+            parent_remote: false,
+            recording: None,
+        }
+    }
+}
+
 /// A sampled span's data, from its start to its end.
 #[derive(Debug)]
 pub(crate) struct Recording {
@@ -291,6 +302,13 @@ pub(crate) type TraceRef = (TraceId, SpanId, TraceFlags);
 pub(crate) type ParentRef = (TraceId, SpanId, TraceFlags, TraceState);
 
 impl SpanState {
+    /// Drops what a closed span leaves behind (its tracestate's strings; a recording not
+    /// exported), for the slot to be reused.
+    pub(crate) fn clear(&mut self) {
+        self.cx = SpanContext::NONE;
+        self.recording = None;
+    }
+
     pub(crate) fn trace(&self) -> TraceRef {
         (self.cx.trace_id(), self.cx.span_id(), self.cx.trace_flags())
     }
@@ -306,12 +324,24 @@ impl SpanState {
 impl HotLayer {
     /// The state of a new span whose parent, if it has one, is `parent` (taken from the
     /// parent's state before, as the fields read here may log themselves).
-    #[inline]
     pub(crate) fn start_span(
         &self,
         attrs: &Attributes<'_>,
         parent: Option<ParentRef>,
     ) -> SpanState {
+        let mut state = SpanState::default();
+        self.start_span_in(attrs, parent, &mut state);
+        state
+    }
+
+    /// [`Self::start_span`] into `state`, where it lies (a slot of our subscriber's, reused).
+    #[inline]
+    pub(crate) fn start_span_in(
+        &self,
+        attrs: &Attributes<'_>,
+        parent: Option<ParentRef>,
+        state: &mut SpanState,
+    ) {
         let span_id = self.ids.new_span_id();
         let new_recording = || Recording {
             name: Name::Static(attrs.metadata().name()),
@@ -322,38 +352,32 @@ impl HotLayer {
             dropped_events: 0,
             status: Status::Unset,
         };
+        state.parent_remote = false;
         match parent {
             // A child shares its parent's decision: every sampler here decides the same for
             // the same trace (parent-based ones by the parent, ratio ones by the trace id).
             Some((trace_id, parent_id, flags, trace_state)) => {
-                let mut recording = flags.is_sampled().then(new_recording);
-                if let Some(rec) = &mut recording {
+                state.cx = SpanContext::new(trace_id, span_id, flags, false, trace_state);
+                state.parent = parent_id;
+                state.recording = None;
+                if flags.is_sampled() {
+                    let rec = state.recording.insert(new_recording());
                     attrs.record(&mut SpanFields::new(rec, &self.limits));
-                }
-                SpanState {
-                    cx: SpanContext::new(trace_id, span_id, flags, false, trace_state),
-                    parent: parent_id,
-                    parent_remote: false,
-                    recording,
                 }
             }
             None => {
-                let mut rec = new_recording();
-                attrs.record(&mut SpanFields::new(&mut rec, &self.limits));
+                let rec = state.recording.insert(new_recording());
+                attrs.record(&mut SpanFields::new(rec, &self.limits));
                 let trace_id = self.ids.new_trace_id();
-                let sampled = self.sampled(None, trace_id, &rec);
-                SpanState {
-                    cx: SpanContext::new(
-                        trace_id,
-                        span_id,
-                        flags(sampled),
-                        false,
-                        TraceState::default(),
-                    ),
-                    parent: SpanId::INVALID,
-                    parent_remote: false,
-                    recording: Some(rec),
-                }
+                let sampled = self.sampled(None, trace_id, rec);
+                state.cx = SpanContext::new(
+                    trace_id,
+                    span_id,
+                    flags(sampled),
+                    false,
+                    TraceState::default(),
+                );
+                state.parent = SpanId::INVALID;
             }
         }
     }
@@ -438,12 +462,14 @@ impl HotLayer {
 
     /// A span closed: a sampled one is queued for export.
     #[inline]
-    pub(crate) fn end_span(&self, state: SpanState) {
-        if let (Some(spans), true, Some(recording)) =
-            (&self.spans, state.cx.is_sampled(), state.recording)
+    /// (The recording is taken out of `state` where it lies: moving the state out first would
+    /// copy it once more.)
+    pub(crate) fn end_span(&self, state: &mut SpanState) {
+        if let (Some(spans), true) = (&self.spans, state.cx.is_sampled())
+            && let Some(recording) = state.recording.take()
         {
             spans.push(FinishedSpan {
-                cx: state.cx,
+                cx: state.cx.clone(),
                 parent: state.parent,
                 parent_remote: state.parent_remote,
                 recording,
@@ -494,9 +520,9 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for Ho
 
     fn on_close(&self, id: Id, ctx: LayerContext<'_, S>) {
         if let Some(span) = ctx.span(&id)
-            && let Some(state) = span.extensions_mut().remove::<SpanState>()
+            && let Some(mut state) = span.extensions_mut().remove::<SpanState>()
         {
-            self.end_span(state);
+            self.end_span(&mut state);
         }
     }
 }

@@ -1,19 +1,20 @@
 //! The subscriber for a process whose only output is OTel (no JSON file, no console) and whose
-//! filter is by target and level: it keeps each span's state in a slab of its own, instead of
-//! tracing-subscriber's registry with the [`HotLayer`] on it.
+//! filter is by target and level: it keeps each span's state in a pool of its own (sharded_slab's,
+//! as the registry's), instead of tracing-subscriber's registry with the [`HotLayer`] on it.
 //!
 //! The registry keeps, per span, the data every layer may need (its parent, a map of boxed
 //! extensions, per-layer filter bits) and dispatches each call through the layer stack; enter
 //! and exit, which async code pays on every poll, update a span stack and reference counts.
-//! Here a span is one slot holding the layer's [`SpanState`] under an uncontended lock, enter
-//! and exit push and pop an id on a per-thread stack, and the filter is decided once per
-//! callsite. What the layer does per span and event is the same code either way.
+//! Here a span is one reused slot holding the layer's [`SpanState`], written in place, under an
+//! uncontended lock; enter and exit push and pop an id on a per-thread stack, and the filter is
+//! decided once per callsite. What the layer does per span and event is the same code either
+//! way.
 
 use std::cell::RefCell;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 
-use sharded_slab::{Entry, Slab};
+use sharded_slab::{Clear, Pool, pool::Ref};
 use thread_local::ThreadLocal;
 use tracing::span::{Attributes, Id, Record};
 use tracing::subscriber::Interest;
@@ -27,22 +28,35 @@ use crate::export::lock;
 pub(crate) struct HotSubscriber {
     layer: HotLayer,
     filter: Targets,
-    spans: Slab<Slot>,
+    spans: Pool<Slot>,
     /// The spans each thread is in, innermost last.
     stacks: ThreadLocal<RefCell<Vec<Id>>>,
 }
 
+/// A span's slot, reused once it closes: the state is written where it lies, not moved in
+/// and out (an item is some 500 bytes).
+#[derive(Default)]
 struct Slot {
-    meta: &'static Metadata<'static>,
+    meta: Option<&'static Metadata<'static>>,
     /// `Span` handles to it; the span closes when the last one goes.
     refs: AtomicUsize,
     state: Mutex<SpanState>,
 }
 
-/// The id of a span the slab had no room for: it is not recorded, and nothing else breaks.
+impl Clear for Slot {
+    fn clear(&mut self) {
+        self.meta = None;
+        self.state
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+}
+
+/// The id of a span the pool had no room for: it is not recorded, and nothing else breaks.
 const NO_ROOM: u64 = u64::MAX;
 
-/// The slab key of span `id`: ids are keys plus one (an id is never zero).
+/// The pool key of span `id`: ids are keys plus one (an id is never zero).
 fn key(id: &Id) -> Option<usize> {
     let id = id.into_u64();
     if id == NO_ROOM {
@@ -56,7 +70,7 @@ impl HotSubscriber {
         Self {
             layer,
             filter,
-            spans: Slab::new(),
+            spans: Pool::new(),
             stacks: ThreadLocal::new(),
         }
     }
@@ -72,7 +86,7 @@ impl HotSubscriber {
         Some(f(&mut state))
     }
 
-    fn slot(&self, id: &Id) -> Option<Entry<'_, Slot>> {
+    fn slot(&self, id: &Id) -> Option<Ref<'_, Slot>> {
         self.spans.get(key(id)?)
     }
 
@@ -110,13 +124,13 @@ impl Subscriber for HotSubscriber {
     fn new_span(&self, attrs: &Attributes<'_>) -> Id {
         let parent = self.parent(attrs.parent(), attrs.is_contextual());
         let parent = parent.and_then(|id| self.with_state(&id, |s| s.as_parent()));
-        let state = self.layer.start_span(attrs, parent);
-        let slot = Slot {
-            meta: attrs.metadata(),
-            refs: AtomicUsize::new(1),
-            state: Mutex::new(state),
-        };
-        match self.spans.insert(slot) {
+        let created = self.spans.create_with(|slot| {
+            slot.meta = Some(attrs.metadata());
+            *slot.refs.get_mut() = 1;
+            let state = slot.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+            self.layer.start_span_in(attrs, parent, state);
+        });
+        match created {
             Some(key) => Id::from_u64(key as u64 + 1),
             None => Id::from_u64(NO_ROOM),
         }
@@ -166,24 +180,22 @@ impl Subscriber for HotSubscriber {
         let Some(key) = key(&span) else {
             return false;
         };
-        let last = self
-            .spans
-            .get(key)
-            .is_some_and(|slot| slot.refs.fetch_sub(1, Ordering::AcqRel) == 1);
-        if !last {
+        let Some(slot) = self.spans.get(key) else {
+            return false;
+        };
+        if slot.refs.fetch_sub(1, Ordering::AcqRel) != 1 {
             return false;
         }
-        if let Some(slot) = self.spans.take(key) {
-            let state = slot.state.into_inner().unwrap_or_else(|e| e.into_inner());
-            self.layer.end_span(state);
-        }
+        self.layer.end_span(&mut lock(&slot.state));
+        drop(slot);
+        self.spans.clear(key);
         true
     }
 
     fn current_span(&self) -> Current {
         match self
             .current()
-            .and_then(|id| Some((self.slot(&id)?.meta, id)))
+            .and_then(|id| Some((self.slot(&id)?.meta?, id)))
         {
             Some((meta, id)) => Current::new(id, meta),
             None => Current::none(),
