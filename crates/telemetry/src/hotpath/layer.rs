@@ -460,10 +460,9 @@ impl HotLayer {
         ));
     }
 
-    /// A span closed: a sampled one is queued for export.
+    /// A span closed: a sampled one is queued for export. (The recording is taken out of
+    /// `state` where it lies: moving the state out first would copy it once more.)
     #[inline]
-    /// (The recording is taken out of `state` where it lies: moving the state out first would
-    /// copy it once more.)
     pub(crate) fn end_span(&self, state: &mut SpanState) {
         if let (Some(spans), true) = (&self.spans, state.cx.is_sampled())
             && let Some(recording) = state.recording.take()
