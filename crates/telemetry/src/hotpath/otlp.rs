@@ -59,19 +59,17 @@ const WRAPPER_SLOT: usize = 3;
 
 impl Encoder {
     pub(crate) fn new(resource: &Resource, scope: &str, value_length_limit: Option<usize>) -> Self {
-        let mut attrs = Vec::new();
-        for (key, value) in resource.iter() {
-            put_value_kv(&mut attrs, 1, key.as_str(), value, None);
-        }
-        let mut resource = Vec::new();
-        put_len_field(&mut resource, 1, &attrs);
-        let mut name = Vec::new();
-        put_str(&mut name, 1, scope);
-        let mut scope = Vec::new();
-        put_len_field(&mut scope, 1, &name);
+        let mut encoded_resource = Vec::new();
+        put_message(&mut encoded_resource, 1, 2, |buf| {
+            for (key, value) in resource.iter() {
+                put_value_kv(buf, 1, key.as_str(), value, None);
+            }
+        });
+        let mut encoded_scope = Vec::new();
+        put_message(&mut encoded_scope, 1, 1, |buf| put_str(buf, 1, scope));
         Self {
-            resource,
-            scope,
+            resource: encoded_resource,
+            scope: encoded_scope,
             targets: Vec::new(),
             slot: 2,
             item_bytes: 256,
@@ -368,15 +366,10 @@ fn put_value_kv(buf: &mut Vec<u8>, field: u32, key: &str, value: &Value, limit: 
     if let Some(plain) = plain(value) {
         return put_kv(buf, field, key, cut_value(plain, limit));
     }
-    let mut any = Vec::new();
-    put_composite(&mut any, value, limit);
-    put_tag(buf, field, LEN);
-    put_varint(
-        buf,
-        (field_len(1, key.len()) + field_len(2, any.len())) as u64,
-    );
-    put_str_always(buf, 1, key);
-    put_len_field(buf, 2, &any);
+    put_message(buf, field, 1, |buf| {
+        put_str_always(buf, 1, key);
+        put_message(buf, 2, 1, |buf| put_composite(buf, value, limit));
+    });
 }
 
 /// A `KeyValue` as field `field`, its value cut already: a scalar's length is known before it
@@ -441,20 +434,20 @@ fn put_scalar(buf: &mut Vec<u8>, value: Plain<'_>) {
 fn put_composite(buf: &mut Vec<u8>, value: &Value, limit: Option<usize>) {
     match value {
         Value::Array(array) => {
-            let mut values = Vec::new();
-            let mut each = |v: Plain<'_>| {
-                let mut any = Vec::new();
-                put_scalar(&mut any, cut_value(v, limit));
-                put_len_field(&mut values, 1, &any);
-            };
-            match array {
-                Array::Bool(items) => items.iter().for_each(|v| each(Plain::Bool(*v))),
-                Array::I64(items) => items.iter().for_each(|v| each(Plain::I64(*v))),
-                Array::F64(items) => items.iter().for_each(|v| each(Plain::F64(*v))),
-                Array::String(items) => items.iter().for_each(|v| each(Plain::Str(v.as_str()))),
-                _ => {}
-            }
-            put_len_field(buf, 5, &values);
+            put_message(buf, 5, 1, |buf| {
+                let mut each = |v: Plain<'_>| {
+                    put_message(buf, 1, 1, |buf| put_scalar(buf, cut_value(v, limit)));
+                };
+                match array {
+                    Array::Bool(items) => items.iter().for_each(|v| each(Plain::Bool(*v))),
+                    Array::I64(items) => items.iter().for_each(|v| each(Plain::I64(*v))),
+                    Array::F64(items) => items.iter().for_each(|v| each(Plain::F64(*v))),
+                    Array::String(items) => {
+                        items.iter().for_each(|v| each(Plain::Str(v.as_str())));
+                    }
+                    _ => {}
+                }
+            });
         }
         // Later value kinds of the API: sent as their text, as nothing here makes them.
         other => put_str_always(buf, 1, &other.to_string()),
@@ -614,6 +607,45 @@ mod tests {
                 assert_eq!(width, varint_len(len as u64), "{len} bytes, slot {slot}");
             }
         }
+    }
+
+    #[test]
+    fn array_values_decode_as_the_generated_messages_read_them() {
+        use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+        use prost::Message as _;
+        let text = |s: &str| AnyValue {
+            value: Some(any_value::Value::StringValue(s.to_owned())),
+        };
+        let array = Value::Array(Array::String(vec!["héllo".into(), "x".repeat(200).into()]));
+        let mut buf = Vec::new();
+        put_value_kv(&mut buf, 1, "tags", &array, Some(3));
+        let (field, decoded) = (buf[0], KeyValue::decode(&buf[2..]).expect("a KeyValue"));
+        assert_eq!(field, 0x0a);
+        assert_eq!(decoded.key, "tags");
+        let Some(any_value::Value::ArrayValue(values)) = decoded.value.and_then(|v| v.value) else {
+            panic!("not an array");
+        };
+        assert_eq!(values.values, [text("hél"), text("xxx")]);
+        let mut numbers = Vec::new();
+        put_value_kv(
+            &mut numbers,
+            1,
+            "n",
+            &Value::Array(Array::I64(vec![1, 300])),
+            None,
+        );
+        let decoded = KeyValue::decode(&numbers[2..]).expect("a KeyValue");
+        let Some(any_value::Value::ArrayValue(values)) = decoded.value.and_then(|v| v.value) else {
+            panic!("not an array");
+        };
+        let ints: Vec<_> = values.values.into_iter().filter_map(|v| v.value).collect();
+        assert_eq!(
+            ints,
+            [
+                any_value::Value::IntValue(1),
+                any_value::Value::IntValue(300)
+            ]
+        );
     }
 
     #[test]
