@@ -386,3 +386,15 @@ fn apply(
     tx.commit()?;
     Ok(Ok(respond(id, quantity_after, false)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_op_indexes_all_at_its_place() {
+        for (at, op) in Op::ALL.into_iter().enumerate() {
+            assert_eq!(op as usize, at, "{}", op.as_str());
+        }
+    }
+}

@@ -28,6 +28,7 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// In declaration order, so that `kind as usize` indexes it.
     pub const ALL: [Self; 3] = [Self::Receive, Self::Ship, Self::Adjust];
 
     /// The name on the wire.
@@ -99,5 +100,17 @@ pub(crate) fn demo_item(warehouse_n: usize, sku_n: usize) -> Item {
         quantity: DEMO_QUANTITY,
         // 1.00 to 99.99, spread over the catalog but fixed per SKU.
         unit_price: (100 + sku_n * 37 % 9_900) as f64 / 100.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_indexes_all_at_its_place() {
+        for (at, kind) in Kind::ALL.into_iter().enumerate() {
+            assert_eq!(kind as usize, at, "{kind}");
+        }
     }
 }

@@ -305,8 +305,7 @@ impl SpanState {
     /// Drops what a closed span leaves behind (its tracestate's strings; a recording not
     /// exported), for the slot to be reused.
     pub(crate) fn clear(&mut self) {
-        self.cx = SpanContext::NONE;
-        self.recording = None;
+        *self = Self::default();
     }
 
     pub(crate) fn trace(&self) -> TraceRef {

@@ -3,7 +3,7 @@
 //! The stock wiring (tracing-opentelemetry, the appender bridge, the SDK's batch processors)
 //! builds SDK spans and log records on the caller's thread, attaches an OTel context on every
 //! enter and exit, and sends every item through a channel of its own. Here the caller records
-//! into plain structs ([`layer`]), kept in a slab of our own when OTel is the process's only
+//! into plain structs ([`layer`]), kept in a pool of our own when OTel is the process's only
 //! output ([`subscriber`]) or in tracing's registry beside the JSON file and the console
 //! (`layers.rs`). Finished items go into a per-thread shard of the signal's queue ([`queue`]);
 //! an encoding thread takes whole batches and writes OTLP protobuf from them ([`otlp`]), and a
