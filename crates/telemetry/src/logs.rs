@@ -117,8 +117,8 @@ impl Logs {
         r.set_event_name(item.name);
         r.set_severity_number(severity(item.level));
         r.set_severity_text(item.level.as_str());
-        if let Some(body) = item.body {
-            r.set_body(AnyValue::from(item.attrs.text(body).to_owned()));
+        if let Some(body) = &item.body {
+            r.set_body(AnyValue::from(body.to_string()));
         }
         r.add_attributes(item.attrs.iter().map(|(key, value)| {
             let value = match value {
@@ -127,7 +127,7 @@ impl Logs {
                 Plain::F64(v) => AnyValue::Double(v),
                 Plain::Bool(v) => AnyValue::Boolean(v),
             };
-            (Key::from_static_str(key), value)
+            (Key::from(key.to_owned()), value)
         }));
         if let Some((trace_id, span_id, flags)) = item.trace {
             r.set_trace_context(trace_id, span_id, Some(flags));

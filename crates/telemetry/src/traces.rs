@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use opentelemetry::{InstrumentationScope, Key, KeyValue, Value};
+use opentelemetry::{InstrumentationScope, KeyValue, Value};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Sampler, SpanData, SpanEvents, SpanExporter, SpanLinks};
@@ -114,13 +114,14 @@ impl Spans {
             .attrs
             .iter()
             .map(|(key, value)| {
+                // Cut to the limit already, when recorded.
                 let value = match value {
-                    Plain::Str(s) => Value::String(cut(s, limit).to_owned().into()),
+                    Plain::Str(s) => Value::String(s.to_owned().into()),
                     Plain::I64(v) => Value::I64(v),
                     Plain::F64(v) => Value::F64(v),
                     Plain::Bool(v) => Value::Bool(v),
                 };
-                KeyValue::new(Key::from_static_str(key), value)
+                KeyValue::new(key.to_owned(), value)
             })
             .collect();
         let r = span.recording;

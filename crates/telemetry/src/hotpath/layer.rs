@@ -24,13 +24,14 @@ use opentelemetry_sdk::trace::{
     IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, ShouldSample,
 };
 use smallstr::SmallString;
-use smallvec::SmallVec;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::Context as LayerContext;
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
+use super::attrs::{LogAttrs, SpanAttrs};
+use super::otlp::cut;
 use super::queue::Queue;
 use crate::SpanLimitsConfig;
 use crate::propagation::Propagation;
@@ -64,18 +65,21 @@ pub(crate) struct Recording {
     pub(crate) name: Name,
     pub(crate) kind: SpanKind,
     pub(crate) start: SystemTime,
-    pub(crate) attrs: Attrs,
+    pub(crate) attrs: SpanAttrs,
     pub(crate) events: Vec<opentelemetry::trace::Event>,
     pub(crate) dropped_events: u32,
     pub(crate) status: Status,
 }
 
-/// A span's name: its callsite's, or the one `otel.name` gave it (in the span's text).
-#[derive(Debug, Clone, Copy)]
+/// A span's name: its callsite's, or the one `otel.name` gave it.
+#[derive(Debug)]
 pub(crate) enum Name {
     Static(&'static str),
-    Text(Span32),
+    Text(Text),
 }
+
+/// A span's name or a log record's body, kept in the item when short.
+pub(crate) type Text = SmallString<[u8; 40]>;
 
 /// A span that ended, as the export thread turns it into the SDK's `SpanData`.
 #[derive(Debug)]
@@ -89,9 +93,9 @@ pub(crate) struct FinishedSpan {
 
 impl Recording {
     pub(crate) fn name(&self) -> &str {
-        match self.name {
+        match &self.name {
             Name::Static(name) => name,
-            Name::Text(at) => self.attrs.text(at),
+            Name::Text(text) => text,
         }
     }
 }
@@ -103,40 +107,9 @@ pub(crate) struct LogItem {
     pub(crate) level: Level,
     pub(crate) target: &'static str,
     pub(crate) name: &'static str,
-    pub(crate) body: Option<Span32>,
-    pub(crate) attrs: Attrs,
+    pub(crate) body: Option<Text>,
+    pub(crate) attrs: LogAttrs,
     pub(crate) trace: Option<(TraceId, SpanId, TraceFlags)>,
-}
-
-/// Where a string is in an item's text.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Span32 {
-    start: u32,
-    end: u32,
-}
-
-/// An item's attributes and their strings, kept inline in the item: the caller allocates
-/// nothing for a typical item, and the export thread, which drops the item, frees nothing the
-/// caller's allocator arena would have to take back. Sized for the bot's and the API's items
-/// (up to 10 attributes, some 80 bytes of text): one that spills pays a malloc and a realloc on
-/// the caller's thread and a free on the export thread, some ten times what moving the larger
-/// item costs.
-#[derive(Debug)]
-pub(crate) struct Attrs {
-    text: Text,
-    list: SmallVec<[(&'static str, Val); 10]>,
-    pub(crate) dropped: u32,
-}
-
-/// The strings of one item, one after the other.
-type Text = SmallString<[u8; 96]>;
-
-#[derive(Debug, Clone, Copy)]
-enum Val {
-    Str(Span32),
-    I64(i64),
-    F64(f64),
-    Bool(bool),
 }
 
 /// An attribute's value as the exporters take it.
@@ -146,76 +119,6 @@ pub(crate) enum Plain<'a> {
     I64(i64),
     F64(f64),
     Bool(bool),
-}
-
-impl Default for Attrs {
-    fn default() -> Self {
-        Self {
-            text: Text::new(),
-            list: SmallVec::new(),
-            dropped: 0,
-        }
-    }
-}
-
-impl Attrs {
-    fn push_str(&mut self, s: &str) -> Span32 {
-        let start = self.text.len();
-        self.text.push_str(s);
-        self.span_from(start)
-    }
-
-    fn push_debug(&mut self, value: &dyn fmt::Debug) -> Span32 {
-        let start = self.text.len();
-        let _ = write!(self.text, "{value:?}");
-        self.span_from(start)
-    }
-
-    fn span_from(&self, start: usize) -> Span32 {
-        // An item's text past 4 GiB is not a case worth a wider index.
-        let at = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        Span32 {
-            start: at(start),
-            end: at(self.text.len()),
-        }
-    }
-
-    /// Takes back `at`, the last string written, once read: the text keeps room for the rest.
-    fn forget(&mut self, at: Span32) {
-        if at.end as usize == self.text.len() {
-            self.text.truncate(at.start as usize);
-        }
-    }
-
-    pub(crate) fn text(&self, at: Span32) -> &str {
-        // Whole strings were written, so both ends are on character boundaries.
-        self.text
-            .get(at.start as usize..at.end as usize)
-            .unwrap_or_default()
-    }
-
-    /// Adds `key`, or with `replace` sets it again; past `max` attributes, counts it dropped.
-    fn set(&mut self, key: &'static str, val: Val, max: usize, replace: bool) {
-        if replace && let Some((_, v)) = self.list.iter_mut().find(|(k, _)| *k == key) {
-            *v = val;
-        } else if self.list.len() < max {
-            self.list.push((key, val));
-        } else {
-            self.dropped += 1;
-        }
-    }
-
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&'static str, Plain<'_>)> {
-        self.list.iter().map(|(key, val)| {
-            let plain = match *val {
-                Val::Str(at) => Plain::Str(self.text(at)),
-                Val::I64(v) => Plain::I64(v),
-                Val::F64(v) => Plain::F64(v),
-                Val::Bool(v) => Plain::Bool(v),
-            };
-            (*key, plain)
-        })
-    }
 }
 
 /// The layer; either queue may be absent (that signal's exporter is `none`).
@@ -346,7 +249,7 @@ impl HotLayer {
             name: Name::Static(attrs.metadata().name()),
             kind: SpanKind::Internal,
             start: SystemTime::now(),
-            attrs: Attrs::default(),
+            attrs: SpanAttrs::default(),
             events: Vec::new(),
             dropped_events: 0,
             status: Status::Unset,
@@ -403,7 +306,7 @@ impl HotLayer {
             target: meta.target(),
             name: meta.name(),
             body: None,
-            attrs: Attrs::default(),
+            attrs: LogAttrs::default(),
             trace,
         };
         event.record(&mut LogFields(&mut item));
@@ -529,6 +432,8 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for Ho
 struct SpanFields<'a> {
     rec: &'a mut Recording,
     max: usize,
+    /// OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT.
+    limit: Option<usize>,
     /// Later values of a key replace earlier ones (`Span::record`).
     replace: bool,
 }
@@ -538,40 +443,40 @@ impl<'a> SpanFields<'a> {
         Self {
             rec,
             max: limits.attributes_per_span as usize,
+            limit: limits.attribute_value_length,
             replace: false,
         }
     }
 
-    fn attribute(&mut self, field: &Field, val: Val) {
-        self.rec
-            .attrs
-            .set(field.name(), val, self.max, self.replace);
+    fn attribute(&mut self, field: &Field, value: Plain<'_>) {
+        let value = match value {
+            Plain::Str(s) => Plain::Str(cut(s, self.limit)),
+            other => other,
+        };
+        if self.replace {
+            self.rec.attrs.set(field.name(), value, self.max);
+        } else {
+            self.rec.attrs.push(field.name(), value, self.max);
+        }
     }
 
     /// A string field: one of the `otel.*` ones, applied, or an attribute.
-    fn string(&mut self, field: &Field, at: Span32) {
-        let attrs = &self.rec.attrs;
+    fn string(&mut self, field: &Field, value: &str) {
         let name = field.name();
         // Most fields are attributes: one byte tells them from the `otel.*` names.
         if !name.starts_with('o') {
-            return self.attribute(field, Val::Str(at));
+            return self.attribute(field, Plain::Str(value));
         }
         match name {
-            "otel.name" => self.rec.name = Name::Text(at),
+            "otel.name" => self.rec.name = Name::Text(Text::from(value)),
             "otel.kind" => {
-                if let Some(kind) = span_kind(attrs.text(at)) {
+                if let Some(kind) = span_kind(value) {
                     self.rec.kind = kind;
                 }
-                self.rec.attrs.forget(at);
             }
-            "otel.status_code" => {
-                self.rec.status = status(attrs.text(at));
-                self.rec.attrs.forget(at);
-            }
-            "otel.status_description" => {
-                self.rec.status = Status::error(attrs.text(at).to_owned());
-            }
-            _ => self.attribute(field, Val::Str(at)),
+            "otel.status_code" => self.rec.status = status(value),
+            "otel.status_description" => self.rec.status = Status::error(value.to_owned()),
+            _ => self.attribute(field, Plain::Str(value)),
         }
     }
 }
@@ -605,34 +510,39 @@ fn debug_string(value: &dyn fmt::Debug) -> String {
     s
 }
 
+/// `value` as Debug prints it, kept inline when short (`%x` and `?x` fields, messages).
+fn debug_text(value: &dyn fmt::Debug) -> Text {
+    let mut s = Text::new();
+    let _ = write!(s, "{value:?}");
+    s
+}
+
 impl Visit for SpanFields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        let at = self.rec.attrs.push_str(value);
-        self.string(field, at);
+        self.string(field, value);
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let at = self.rec.attrs.push_debug(value);
-        self.string(field, at);
+        self.string(field, &debug_text(value));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.attribute(field, Val::I64(value));
+        self.attribute(field, Plain::I64(value));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
         match i64::try_from(value) {
-            Ok(v) => self.attribute(field, Val::I64(v)),
+            Ok(v) => self.attribute(field, Plain::I64(v)),
             Err(_) => self.record_debug(field, &value),
         }
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.attribute(field, Val::F64(value));
+        self.attribute(field, Plain::F64(value));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.attribute(field, Val::Bool(value));
+        self.attribute(field, Plain::Bool(value));
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
@@ -689,51 +599,49 @@ impl Visit for EventFields {
 struct LogFields<'a>(&'a mut LogItem);
 
 impl LogFields<'_> {
-    fn push(&mut self, key: &'static str, val: Val) {
-        self.0.attrs.set(key, val, usize::MAX, false);
-    }
-
-    fn string(&mut self, field: &Field, at: Span32) {
-        match field.name() {
-            "message" => self.0.body = Some(at),
-            name => self.push(name, Val::Str(at)),
-        }
+    fn push(&mut self, key: &'static str, value: Plain<'_>) {
+        self.0.attrs.push(key, value, usize::MAX);
     }
 }
 
 impl Visit for LogFields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        let at = self.0.attrs.push_str(value);
-        self.string(field, at);
+        match field.name() {
+            "message" => self.0.body = Some(Text::from(value)),
+            name => self.push(name, Plain::Str(value)),
+        }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let at = self.0.attrs.push_debug(value);
-        self.string(field, at);
+        let text = debug_text(value);
+        match field.name() {
+            "message" => self.0.body = Some(text),
+            name => self.push(name, Plain::Str(&text)),
+        }
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.push(field.name(), Val::I64(value));
+        self.push(field.name(), Plain::I64(value));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
         match i64::try_from(value) {
-            Ok(v) => self.push(field.name(), Val::I64(v)),
+            Ok(v) => self.push(field.name(), Plain::I64(v)),
             Err(_) => self.record_debug(field, &value),
         }
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.push(field.name(), Val::F64(value));
+        self.push(field.name(), Plain::F64(value));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.push(field.name(), Val::Bool(value));
+        self.push(field.name(), Plain::Bool(value));
     }
 
     fn record_error(&mut self, _: &Field, value: &(dyn std::error::Error + 'static)) {
-        let at = self.0.attrs.push_debug(&format_args!("{value}"));
-        self.push("exception.message", Val::Str(at));
+        let text = debug_text(&format_args!("{value}"));
+        self.push("exception.message", Plain::Str(&text));
     }
 }
 

@@ -12,6 +12,7 @@
 //! gets the SDK's types instead, traces.rs and logs.rs). ARCHITECTURE.md ("The hot path,
 //! measured") has the figures.
 
+pub(crate) mod attrs;
 pub(crate) mod layer;
 pub(crate) mod otlp;
 pub(crate) mod queue;

@@ -255,9 +255,7 @@ fn span_message(buf: &mut Vec<u8>, span: &FinishedSpan, limit: Option<usize>) {
     put_uint(buf, 6, kind(&r.kind));
     put_fixed64(buf, 7, nanos(r.start));
     put_fixed64(buf, 8, nanos(span.end));
-    for (key, value) in r.attrs.iter() {
-        put_kv(buf, 9, key, cut_value(value, limit));
-    }
+    buf.extend_from_slice(r.attrs.as_bytes());
     put_uint(buf, 10, u64::from(r.attrs.dropped));
     for event in &r.events {
         put_message(buf, 11, 2, |buf| event_message(buf, event, limit));
@@ -301,13 +299,10 @@ fn trace_state(span: &FinishedSpan) -> Cow<'static, str> {
 fn log_message(buf: &mut Vec<u8>, item: &LogItem) {
     put_uint(buf, 2, severity(item.level) as u64);
     put_str(buf, 3, item.level.as_str());
-    if let Some(body) = item.body {
-        let body = item.attrs.text(body);
+    if let Some(body) = &item.body {
         put_message(buf, 5, 1, |buf| put_str_always(buf, 1, body));
     }
-    for (key, value) in item.attrs.iter() {
-        put_kv(buf, 6, key, value);
-    }
+    buf.extend_from_slice(item.attrs.as_bytes());
     if let Some((trace_id, span_id, flags)) = item.trace {
         put_tag(buf, 8, FIXED32);
         buf.extend_from_slice(&u32::from(flags.to_u8()).to_le_bytes());
@@ -372,34 +367,108 @@ fn put_value_kv(buf: &mut Vec<u8>, field: u32, key: &str, value: &Value, limit: 
     });
 }
 
-/// A `KeyValue` as field `field`, its value cut already: a scalar's length is known before it
-/// is written, so it goes straight into `buf` (the hot path: every attribute of every item).
-#[inline]
-fn put_kv(buf: &mut Vec<u8>, field: u32, key: &str, value: Plain<'_>) {
+/// Where encoded bytes go: a request's buffer, or an item's attributes (attrs.rs).
+pub(crate) trait Out {
+    fn put(&mut self, bytes: &[u8]);
+    /// Room for `n` more bytes, ahead of the writes that add up to them.
+    fn reserve_for(&mut self, n: usize);
+}
+
+impl Out for Vec<u8> {
+    #[inline(always)]
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+
+    #[inline(always)]
+    fn reserve_for(&mut self, n: usize) {
+        self.reserve(n);
+    }
+}
+
+/// The field of `Span` that holds its attributes.
+pub(crate) const SPAN_ATTRIBUTES: u32 = 9;
+/// The field of `LogRecord` that holds its attributes.
+pub(crate) const LOG_ATTRIBUTES: u32 = 6;
+
+/// A `KeyValue` as field `field`, its value cut already (the resource's, span events', and
+/// attributes that are not [`short_kv`]).
+pub(crate) fn put_kv<O: Out>(out: &mut O, field: u32, key: &str, value: Plain<'_>) {
     let any_len = any_len(value);
     let kv_len = field_len(1, key.len()) + field_len(2, any_len);
-    if kv_len < 0x80 && field < 16 {
-        // The usual attribute: every tag and length is one byte, so the framing goes in a few
-        // fixed-size writes rather than a push per byte.
-        buf.reserve(2 + kv_len);
-        buf.extend_from_slice(&[tag(field, LEN), kv_len as u8, tag(1, LEN), key.len() as u8]);
-        buf.extend_from_slice(key.as_bytes());
-        buf.extend_from_slice(&[tag(2, LEN), any_len as u8]);
-        match value {
-            Plain::Str(s) => {
-                buf.extend_from_slice(&[tag(1, LEN), s.len() as u8]);
-                buf.extend_from_slice(s.as_bytes());
-            }
-            other => put_scalar(buf, other),
+    out.reserve_for(field_len(field, kv_len));
+    put_tag(out, field, LEN);
+    put_varint(out, kv_len as u64);
+    put_str_always(out, 1, key);
+    put_tag(out, 2, LEN);
+    put_varint(out, any_len as u64);
+    put_scalar(out, value);
+}
+
+/// How [`write_short_kv`] writes an attribute whose tags and lengths are one byte each
+/// (nearly every one): its size, and its value's.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ShortKv {
+    pub(crate) len: usize,
+    any_len: u8,
+}
+
+/// The [`ShortKv`] of `key` and `value` as field `field`, if they are short.
+#[inline]
+pub(crate) fn short_kv(field: u32, key: &str, value: Plain<'_>) -> Option<ShortKv> {
+    let any_len = any_len(value);
+    let kv_len = 4 + key.len() + any_len;
+    (kv_len < 0x80 && field < 16).then_some(ShortKv {
+        len: 2 + kv_len,
+        any_len: any_len as u8,
+    })
+}
+
+/// Writes `key` and `value` as field `field` into `room`, `kv.len` bytes: the framing in
+/// single-byte stores, the key and a string value in one copy each.
+#[inline]
+pub(crate) fn write_short_kv(
+    room: &mut [u8],
+    kv: ShortKv,
+    field: u32,
+    key: &str,
+    value: Plain<'_>,
+) {
+    let k = key.len();
+    room[0] = tag(field, LEN);
+    room[1] = (kv.len - 2) as u8;
+    room[2] = tag(1, LEN);
+    room[3] = k as u8;
+    room[4..4 + k].copy_from_slice(key.as_bytes());
+    room[4 + k] = tag(2, LEN);
+    room[5 + k] = kv.any_len;
+    let value_room = &mut room[6 + k..];
+    match value {
+        Plain::Str(s) => {
+            value_room[0] = tag(1, LEN);
+            value_room[1] = s.len() as u8;
+            value_room[2..].copy_from_slice(s.as_bytes());
         }
-        return;
+        Plain::Bool(b) => {
+            value_room[0] = tag(2, VARINT);
+            value_room[1] = u8::from(b);
+        }
+        Plain::I64(v) => {
+            value_room[0] = tag(3, VARINT);
+            let mut v = v as u64;
+            for byte in &mut value_room[1..] {
+                *byte = (v as u8) | 0x80;
+                v >>= 7;
+            }
+            if let Some(last) = value_room.last_mut() {
+                *last &= 0x7f;
+            }
+        }
+        Plain::F64(v) => {
+            value_room[0] = tag(4, FIXED64);
+            value_room[1..].copy_from_slice(&v.to_bits().to_le_bytes());
+        }
     }
-    put_tag(buf, field, LEN);
-    put_varint(buf, kv_len as u64);
-    put_str_always(buf, 1, key);
-    put_tag(buf, 2, LEN);
-    put_varint(buf, any_len as u64);
-    put_scalar(buf, value);
 }
 
 /// A one-byte tag (fields below 16).
@@ -421,7 +490,7 @@ fn any_len(value: Plain<'_>) -> usize {
 
 /// The fields of a scalar `AnyValue` (its oneof).
 #[inline]
-fn put_scalar(buf: &mut Vec<u8>, value: Plain<'_>) {
+fn put_scalar<O: Out>(buf: &mut O, value: Plain<'_>) {
     match value {
         Plain::Str(s) => put_str_always(buf, 1, s),
         Plain::Bool(b) => put_varint_field(buf, 2, u64::from(b)),
@@ -455,24 +524,24 @@ fn put_composite(buf: &mut Vec<u8>, value: &Value, limit: Option<usize>) {
 }
 
 #[inline]
-fn put_tag(buf: &mut Vec<u8>, field: u32, wire: u32) {
+fn put_tag<O: Out>(buf: &mut O, field: u32, wire: u32) {
     put_varint(buf, u64::from((field << 3) | wire));
 }
 
 #[inline(always)]
-fn put_varint(buf: &mut Vec<u8>, v: u64) {
+fn put_varint<O: Out>(buf: &mut O, v: u64) {
     // Tags, and most lengths and numbers here, are one byte: that case stays inline.
     if v < 0x80 {
-        buf.push(v as u8);
+        buf.put(&[v as u8]);
     } else {
         put_long_varint(buf, v);
     }
 }
 
 #[inline(never)]
-fn put_long_varint(buf: &mut Vec<u8>, v: u64) {
+fn put_long_varint<O: Out>(buf: &mut O, v: u64) {
     let (bytes, width) = varint(v);
-    buf.extend_from_slice(&bytes[..width]);
+    buf.put(&bytes[..width]);
 }
 
 /// `v` as a varint: its bytes, and how many.
@@ -524,10 +593,10 @@ fn field_len(field: u32, len: usize) -> usize {
 }
 
 #[inline]
-fn put_len_field(buf: &mut Vec<u8>, field: u32, bytes: &[u8]) {
+fn put_len_field<O: Out>(buf: &mut O, field: u32, bytes: &[u8]) {
     put_tag(buf, field, LEN);
     put_varint(buf, bytes.len() as u64);
-    buf.extend_from_slice(bytes);
+    buf.put(bytes);
 }
 
 /// Proto3 leaves empty strings, empty bytes and zero numbers out.
@@ -540,7 +609,7 @@ fn put_str(buf: &mut Vec<u8>, field: u32, s: &str) {
 
 /// A string that is the set member of a oneof, or a key: written even when empty.
 #[inline]
-fn put_str_always(buf: &mut Vec<u8>, field: u32, s: &str) {
+fn put_str_always<O: Out>(buf: &mut O, field: u32, s: &str) {
     put_len_field(buf, field, s.as_bytes());
 }
 
@@ -552,19 +621,19 @@ fn put_uint(buf: &mut Vec<u8>, field: u32, v: u64) {
 }
 
 #[inline]
-fn put_varint_field(buf: &mut Vec<u8>, field: u32, v: u64) {
+fn put_varint_field<O: Out>(buf: &mut O, field: u32, v: u64) {
     put_tag(buf, field, VARINT);
     put_varint(buf, v);
 }
 
 #[inline]
-fn put_fixed64(buf: &mut Vec<u8>, field: u32, v: u64) {
+fn put_fixed64<O: Out>(buf: &mut O, field: u32, v: u64) {
     put_tag(buf, field, FIXED64);
-    buf.extend_from_slice(&v.to_le_bytes());
+    buf.put(&v.to_le_bytes());
 }
 
 #[inline]
-fn put_f64(buf: &mut Vec<u8>, field: u32, v: f64) {
+fn put_f64<O: Out>(buf: &mut O, field: u32, v: f64) {
     put_fixed64(buf, field, v.to_bits());
 }
 
