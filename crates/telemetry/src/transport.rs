@@ -1,19 +1,24 @@
-//! Our sender of encoded OTLP export requests, as a [`SignalExport`] describes it: gRPC (tonic)
-//! or OTLP/HTTP with protobuf (hyper, each request run on the tokio runtime the library was set
+//! Our sender of encoded OTLP export requests, as a [`SignalExport`] describes it: gRPC (tonic's
+//! channel, the request written as one gRPC message without a codec's copy of it) or OTLP/HTTP
+//! with protobuf (hyper, each request run on the tokio runtime the library was set
 //! up in: the sending threads are plain threads, where hyper has no reactor), headers, gzip, and
 //! TLS with rustls (ring) when the endpoint is `https://`: the given CA or the system's roots,
 //! a client certificate if given.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use hyper_util::client::legacy::connect::HttpConnector;
 use opentelemetry_http::hyper::HyperClient;
 use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
 use opentelemetry_otlp::ExporterBuildError;
-use opentelemetry_otlp::tonic_types::metadata::MetadataMap;
 use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig, Identity};
+use opentelemetry_sdk::error::OTelSdkError::InternalFailure;
+use opentelemetry_sdk::error::OTelSdkResult;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tonic::{Code, Status};
 
 use crate::export::Signal;
 use crate::{Compression, SignalExport, TlsFiles};
@@ -144,10 +149,11 @@ fn grpc_path(signal: Signal) -> &'static str {
 #[derive(Debug)]
 pub(crate) enum Sender {
     Grpc {
-        grpc: tonic::client::Grpc<tonic::transport::Channel>,
+        channel: tonic::transport::Channel,
         path: http::uri::PathAndQuery,
+        /// The configured headers and gRPC's own.
         headers: http::HeaderMap,
-        timeout: std::time::Duration,
+        gzip: bool,
     },
     Http {
         client: OnRuntime<dyn HttpClient>,
@@ -170,18 +176,12 @@ impl Sender {
                 if c.uses_tls() {
                     endpoint = endpoint.tls_config(tonic_tls(&c.tls)).map_err(invalid)?;
                 }
-                // The collector (grpc-go) gzips its answer to a gzipped request, whatever the
-                // request accepts; only the e2e auth check against it shows this.
-                let mut grpc = tonic::client::Grpc::new(endpoint.connect_lazy())
-                    .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
-                if c.compression == Compression::Gzip {
-                    grpc = grpc.send_compressed(tonic::codec::CompressionEncoding::Gzip);
-                }
+                let gzip = c.compression == Compression::Gzip;
                 Self::Grpc {
-                    grpc,
+                    channel: endpoint.connect_lazy(),
                     path: http::uri::PathAndQuery::from_static(grpc_path(signal)),
-                    headers,
-                    timeout: c.timeout,
+                    headers: grpc_headers(headers, c.timeout, gzip),
+                    gzip,
                 }
             }
             crate::Protocol::HttpProtobuf => Self::Http {
@@ -195,33 +195,22 @@ impl Sender {
 
     /// One export request; an error says what the collector answered, in the words
     /// export.rs' `AUTH_REFUSALS` recognises.
-    pub(crate) async fn send(&self, body: Bytes) -> opentelemetry_sdk::error::OTelSdkResult {
-        use opentelemetry_sdk::error::OTelSdkError::InternalFailure;
+    pub(crate) async fn send(&self, body: Bytes) -> OTelSdkResult {
         match self {
             Self::Grpc {
-                grpc,
+                channel,
                 path,
                 headers,
-                timeout,
-            } => {
-                let mut grpc = grpc.clone();
-                grpc.ready()
-                    .await
-                    .map_err(|e| InternalFailure(format!("gRPC channel: {e}")))?;
-                let mut request = tonic::Request::new(body);
-                *request.metadata_mut() = MetadataMap::from_headers(headers.clone());
-                request.set_timeout(*timeout);
-                grpc.unary::<_, Bytes, _>(request, path.clone(), RawCodec)
-                    .await
-                    .map(drop)
-                    .map_err(|s| {
-                        InternalFailure(format!(
-                            "export failed: gRPC code: {:?}, message: {}",
-                            s.code(),
-                            s.message()
-                        ))
-                    })
-            }
+                gzip,
+            } => grpc_export(channel.clone(), path, headers, *gzip, body)
+                .await
+                .map_err(|s| {
+                    InternalFailure(format!(
+                        "export failed: gRPC code: {:?}, message: {}",
+                        s.code(),
+                        s.message()
+                    ))
+                }),
             Self::Http {
                 client,
                 url,
@@ -267,51 +256,136 @@ fn gzipped(body: &[u8]) -> std::io::Result<Vec<u8>> {
     gz.finish()
 }
 
-/// Sends and takes protobuf bytes as they are: the request is encoded already, and the answer
-/// (partial success) is not read.
-#[derive(Debug, Clone, Copy)]
-struct RawCodec;
-
-impl tonic::codec::Codec for RawCodec {
-    type Encode = Bytes;
-    type Decode = Bytes;
-    type Encoder = Self;
-    type Decoder = Self;
-
-    fn encoder(&mut self) -> Self {
-        Self
+/// The headers of every gRPC export request: `headers` (the configured ones), then gRPC's, as
+/// tonic's client sets them.
+fn grpc_headers(
+    mut headers: http::HeaderMap,
+    timeout: std::time::Duration,
+    gzip: bool,
+) -> http::HeaderMap {
+    use http::header::{CONTENT_TYPE, HeaderValue, TE};
+    headers.insert(TE, HeaderValue::from_static("trailers"));
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    // At most 8 digits (gRPC's limit), in milliseconds.
+    let millis = timeout.as_millis().min(99_999_999);
+    if let Ok(value) = HeaderValue::from_str(&format!("{millis}m")) {
+        headers.insert("grpc-timeout", value);
     }
+    // The collector (grpc-go) gzips its answer to a gzipped request, whatever the request
+    // accepts; only the e2e auth check against it shows this.
+    headers.insert("grpc-accept-encoding", HeaderValue::from_static("gzip"));
+    if gzip {
+        headers.insert("grpc-encoding", HeaderValue::from_static("gzip"));
+    }
+    headers
+}
 
-    fn decoder(&mut self) -> Self {
-        Self
+/// One unary gRPC call of `path` with `message` (protobuf, encoded already) on `channel`: its
+/// answer is read to its trailers and only its status kept (an export's partial success is not
+/// read, as the SDK's exporter does not).
+async fn grpc_export(
+    mut channel: tonic::transport::Channel,
+    path: &http::uri::PathAndQuery,
+    headers: &http::HeaderMap,
+    gzip: bool,
+    message: Bytes,
+) -> Result<(), Status> {
+    use http_body_util::BodyExt as _;
+    use tower::{Service as _, ServiceExt as _};
+    let message: Bytes = if gzip {
+        gzipped(&message)
+            .map_err(|e| Status::internal(format!("gzip: {e}")))?
+            .into()
+    } else {
+        message
+    };
+    let length = u32::try_from(message.len())
+        .map_err(|_| Status::resource_exhausted("an export request past 4 GiB"))?;
+    let mut prefix = [0; 5];
+    prefix[0] = u8::from(gzip);
+    prefix[1..].copy_from_slice(&length.to_be_bytes());
+    let mut request = http::Request::post(http::Uri::from(path.clone()))
+        .version(http::Version::HTTP_2)
+        .body(tonic::body::Body::new(GrpcMessage([
+            Some(Bytes::copy_from_slice(&prefix)),
+            Some(message),
+        ])))
+        .map_err(|e| Status::internal(e.to_string()))?;
+    *request.headers_mut() = headers.clone();
+    let channel = channel
+        .ready()
+        .await
+        .map_err(|e| Status::unavailable(format!("gRPC channel: {e}")))?;
+    let response = channel
+        .call(request)
+        .await
+        .map_err(|e| Status::from_error(e.into()))?;
+    // A refusal often comes as headers alone ("trailers-only").
+    if let Some(status) = Status::from_header_map(response.headers()) {
+        return ok_or(status);
+    }
+    let http_status = response.status();
+    let answer = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| Status::from_error(e.into()))?;
+    match answer.trailers().and_then(Status::from_header_map) {
+        Some(status) => ok_or(status),
+        None => Err(Status::new(
+            code_of_http(http_status),
+            format!("no grpc-status in the answer (HTTP status {http_status})"),
+        )),
     }
 }
 
-impl tonic::codec::Encoder for RawCodec {
-    type Item = Bytes;
-    type Error = tonic::Status;
-
-    fn encode(
-        &mut self,
-        item: Bytes,
-        dst: &mut tonic::codec::EncodeBuf<'_>,
-    ) -> Result<(), tonic::Status> {
-        use bytes::BufMut as _;
-        dst.put_slice(&item);
+fn ok_or(status: Status) -> Result<(), Status> {
+    if status.code() == Code::Ok {
         Ok(())
+    } else {
+        Err(status)
     }
 }
 
-impl tonic::codec::Decoder for RawCodec {
-    type Item = Bytes;
-    type Error = tonic::Status;
+/// The gRPC code of an answer without one, from its HTTP status (gRPC's
+/// http-grpc-status-mapping.md).
+fn code_of_http(status: http::StatusCode) -> Code {
+    use http::StatusCode as S;
+    match status {
+        S::BAD_REQUEST => Code::Internal,
+        S::UNAUTHORIZED => Code::Unauthenticated,
+        S::FORBIDDEN => Code::PermissionDenied,
+        S::NOT_FOUND => Code::Unimplemented,
+        S::TOO_MANY_REQUESTS | S::BAD_GATEWAY | S::SERVICE_UNAVAILABLE | S::GATEWAY_TIMEOUT => {
+            Code::Unavailable
+        }
+        _ => Code::Unknown,
+    }
+}
 
-    fn decode(
-        &mut self,
-        src: &mut tonic::codec::DecodeBuf<'_>,
-    ) -> Result<Option<Bytes>, tonic::Status> {
-        use bytes::Buf as _;
-        Ok(Some(src.copy_to_bytes(src.remaining())))
+/// A gRPC message as a request body: its 5-byte prefix, then the message itself, each a frame of
+/// its own, so the message is sent from the encoder's buffer as it is.
+struct GrpcMessage([Option<Bytes>; 2]);
+
+impl http_body::Body for GrpcMessage {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let next = self.get_mut().0.iter_mut().find_map(Option::take);
+        Poll::Ready(next.map(|data| Ok(http_body::Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.iter().all(Option::is_none)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        let len = self.0.iter().flatten().map(|b| b.len() as u64).sum();
+        http_body::SizeHint::with_exact(len)
     }
 }
 
@@ -337,4 +411,57 @@ const TRANSIENT: [&str; 12] = [
 pub(crate) fn transient(error: &opentelemetry_sdk::error::OTelSdkError) -> bool {
     let text = error.to_string();
     TRANSIENT.iter().any(|t| text.contains(t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt as _;
+
+    #[tokio::test]
+    async fn a_grpc_message_is_its_prefix_then_the_message_unchanged() {
+        let message = Bytes::from_static(b"protobuf");
+        let mut body = GrpcMessage([
+            Some(Bytes::from_static(&[0, 0, 0, 0, 8])),
+            Some(message.clone()),
+        ]);
+        assert_eq!(http_body::Body::size_hint(&body).exact(), Some(13));
+        let first = body
+            .frame()
+            .await
+            .and_then(Result::ok)
+            .and_then(|f| f.into_data().ok());
+        assert_eq!(first.as_deref(), Some(&[0, 0, 0, 0, 8][..]));
+        let second = body
+            .frame()
+            .await
+            .and_then(Result::ok)
+            .and_then(|f| f.into_data().ok());
+        // The encoder's bytes themselves, not a copy.
+        assert_eq!(second.map(|b| b.as_ptr()), Some(message.as_ptr()));
+        assert!(http_body::Body::is_end_stream(&body));
+        assert!(body.frame().await.is_none());
+    }
+
+    #[test]
+    fn answers_without_a_grpc_status_are_mapped_as_grpc_maps_http_statuses() {
+        let code = |status: u16| code_of_http(http::StatusCode::from_u16(status).unwrap());
+        assert_eq!(code(401), Code::Unauthenticated);
+        assert_eq!(code(503), Code::Unavailable);
+        assert_eq!(code(429), Code::Unavailable);
+        assert_eq!(code(404), Code::Unimplemented);
+        assert_eq!(code(200), Code::Unknown);
+    }
+
+    #[test]
+    fn grpc_headers_keep_the_configured_ones_and_add_grpcs() {
+        let mut configured = http::HeaderMap::new();
+        configured.insert("authorization", "Bearer t".parse().unwrap());
+        let headers = grpc_headers(configured, std::time::Duration::from_secs(10), true);
+        assert_eq!(headers["authorization"], "Bearer t");
+        assert_eq!(headers["content-type"], "application/grpc");
+        assert_eq!(headers["te"], "trailers");
+        assert_eq!(headers["grpc-timeout"], "10000m");
+        assert_eq!(headers["grpc-encoding"], "gzip");
+    }
 }
