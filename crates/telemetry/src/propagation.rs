@@ -127,19 +127,9 @@ fn traceparent(sc: &SpanContext) -> HeaderValue {
 /// `value` as W3C trace context defines it (lowercase hex, ids not all zero, version `ff`
 /// invalid, later versions may append fields after a dash), with `tracestate` if any.
 fn parse_traceparent(value: &[u8], tracestate: Option<&str>) -> Option<SpanContext> {
-    fn hex(digits: &[u8]) -> Option<u128> {
-        digits.iter().try_fold(0u128, |n, &d| {
-            let v = match d {
-                b'0'..=b'9' => d - b'0',
-                b'a'..=b'f' => d - b'a' + 10,
-                _ => return None,
-            };
-            Some(n << 4 | u128::from(v))
-        })
-    }
     let value = value.trim_ascii();
     let head = value.get(..TRACEPARENT_LEN)?;
-    let version = hex(&head[..2])?;
+    let [version] = hex::<1>(&head[..2])?;
     let dashes = [2, 35, 52].iter().all(|&at| head[at] == b'-');
     let tail_ok = match value.get(TRACEPARENT_LEN) {
         None => true,
@@ -148,14 +138,42 @@ fn parse_traceparent(value: &[u8], tracestate: Option<&str>) -> Option<SpanConte
     if version == 0xff || !dashes || !tail_ok {
         return None;
     }
-    let trace_id = TraceId::from(hex(&head[3..35])?);
-    let span_id = SpanId::from(u64::try_from(hex(&head[36..52])?).ok()?);
-    let flags = TraceFlags::new(u8::try_from(hex(&head[53..55])?).ok()?) & TraceFlags::SAMPLED;
+    let trace_id = TraceId::from_bytes(hex(&head[3..35])?);
+    let span_id = SpanId::from_bytes(hex(&head[36..52])?);
+    let [flags] = hex::<1>(&head[53..55])?;
+    let flags = TraceFlags::new(flags) & TraceFlags::SAMPLED;
     let state = tracestate
         .and_then(|s| s.parse::<TraceState>().ok())
         .unwrap_or_default();
     let sc = SpanContext::new(trace_id, span_id, flags, true, state);
     sc.is_valid().then_some(sc)
+}
+
+/// `digits` (lowercase hex, two a byte) as `N` bytes; anything else is refused.
+fn hex<const N: usize>(digits: &[u8]) -> Option<[u8; N]> {
+    /// Each byte's value as a hex digit, or `INVALID`.
+    const INVALID: u8 = 0xff;
+    const VALUES: [u8; 256] = {
+        let mut values = [INVALID; 256];
+        let mut d = 0;
+        while d < 16 {
+            values[b"0123456789abcdef"[d] as usize] = d as u8;
+            d += 1;
+        }
+        values
+    };
+    if digits.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0; N];
+    let mut seen = 0;
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        let (high, low) = (VALUES[usize::from(pair[0])], VALUES[usize::from(pair[1])]);
+        seen |= high | low;
+        *byte = high << 4 | low;
+    }
+    // INVALID has the high bits that no digit has.
+    (seen < 16).then_some(out)
 }
 
 /// Writes the context of `span` into `headers` with the propagators of OTEL_PROPAGATORS
@@ -294,6 +312,8 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e47-00f067aa0ba902b7-0101",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7_01",
             "qw-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902bg-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0:",
             "02-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",
         ];
         for value in invalid {

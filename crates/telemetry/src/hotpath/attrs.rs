@@ -283,6 +283,9 @@ mod tests {
     #[test]
     fn short_attributes_are_written_as_the_general_encoder_writes_them() {
         let text = "t".repeat(100);
+        let lengths: Vec<String> = (1..=40)
+            .map(|n| "abcdefghij".repeat(4)[..n].to_owned())
+            .collect();
         let values = [
             Plain::Str(""),
             Plain::Str("SKU-1"),
@@ -295,17 +298,21 @@ mod tests {
             [0, 1, 127, 128, 300, -1, i64::MIN, i64::MAX]
                 .into_iter()
                 .map(Plain::I64),
-        );
-        for value in values {
+        )
+        .chain(lengths.iter().map(|s| Plain::Str(s)));
+        let keys = ["key"]
+            .into_iter()
+            .chain(lengths.iter().map(String::as_str));
+        for (key, value) in keys.cycle().zip(values) {
             let mut general = Vec::new();
-            put_kv(&mut general, SPAN_ATTRIBUTES, "key", value);
-            let kv = short_kv(SPAN_ATTRIBUTES, "key", value).expect("a short attribute");
+            put_kv(&mut general, SPAN_ATTRIBUTES, key, value);
+            let kv = short_kv(SPAN_ATTRIBUTES, key, value).expect("a short attribute");
             let mut short = vec![0; kv.len];
-            write_short_kv(&mut short, kv, SPAN_ATTRIBUTES, "key", value);
-            assert_eq!(short, general, "{value:?}");
+            write_short_kv(&mut short, kv, SPAN_ATTRIBUTES, key, value);
+            assert_eq!(short, general, "{key} = {value:?}");
             let mut attrs = SpanAttrs::default();
-            attrs.push("key", value, 1);
-            assert_eq!(attrs.iter().collect::<Vec<_>>(), [("key", value)]);
+            attrs.push(key, value, 1);
+            assert_eq!(attrs.iter().collect::<Vec<_>>(), [(key, value)]);
         }
         assert!(short_kv(SPAN_ATTRIBUTES, "key", Plain::Str(&"x".repeat(130))).is_none());
     }

@@ -100,7 +100,7 @@ impl Encoder {
     pub(crate) fn logs(&mut self, logs: &[LogItem]) -> Vec<u8> {
         self.targets.clear();
         for item in logs {
-            if !self.targets.contains(&item.target) {
+            if !self.targets.iter().any(|&t| same(t, item.target)) {
                 self.targets.push(item.target);
             }
         }
@@ -111,7 +111,7 @@ impl Encoder {
             for &target in &self.targets {
                 put_message(out, 2, WRAPPER_SLOT, |out| {
                     put_message(out, 1, 1, |out| put_str(out, 1, target));
-                    for item in logs.iter().filter(|item| item.target == target) {
+                    for item in logs.iter().filter(|item| same(item.target, target)) {
                         slot = put_message(out, 2, slot, |out| log_message(out, item));
                     }
                 });
@@ -126,6 +126,11 @@ impl Encoder {
     fn buffer(&self, items: usize) -> Vec<u8> {
         Vec::with_capacity(self.resource.len() + 64 + items * (self.item_bytes + 8))
     }
+}
+
+/// Whether two targets are the same: the same callsite's most often, the same text otherwise.
+fn same(a: &str, b: &str) -> bool {
+    std::ptr::eq(a, b) || a == b
 }
 
 impl Encode<FinishedSpan> for Encoder {
@@ -266,10 +271,16 @@ fn span_message(buf: &mut Vec<u8>, span: &FinishedSpan, limit: Option<usize>) {
         Status::Ok => (1, ""),
         Status::Error { description } => (2, description.as_ref()),
     };
-    put_message(buf, 15, 1, |buf| {
-        put_str(buf, 2, message);
-        put_uint(buf, 3, code);
-    });
+    // Its length is known before: no slot to set after.
+    let message_len = if message.is_empty() {
+        0
+    } else {
+        field_len(2, message.len())
+    };
+    put_tag(buf, 15, LEN);
+    put_varint(buf, (message_len + if code == 0 { 0 } else { 2 }) as u64);
+    put_str(buf, 2, message);
+    put_uint(buf, 3, code);
     let remote = if span.parent_remote { IS_REMOTE } else { 0 };
     let flags = u32::from(cx.trace_flags().to_u8()) | HAS_IS_REMOTE | remote;
     put_tag(buf, 16, FIXED32);
@@ -715,6 +726,56 @@ mod tests {
                 any_value::Value::IntValue(300)
             ]
         );
+    }
+
+    #[test]
+    fn a_spans_status_decodes_as_the_generated_messages_read_it() {
+        use super::super::attrs::SpanAttrs;
+        use super::super::layer::{Name, Recording};
+        use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId};
+        use opentelemetry_proto::tonic::trace::v1::{Span, status::StatusCode};
+        use prost::Message as _;
+        let span = |status: Status| FinishedSpan {
+            cx: SpanContext::new(
+                TraceId::from(7),
+                SpanId::from(8),
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::NONE,
+            ),
+            parent: SpanId::INVALID,
+            parent_remote: false,
+            recording: Recording {
+                name: Name::Static("s"),
+                kind: SpanKind::Internal,
+                start: UNIX_EPOCH,
+                attrs: SpanAttrs::default(),
+                events: Vec::new(),
+                dropped_events: 0,
+                status,
+            },
+            end: UNIX_EPOCH,
+        };
+        let long = "x".repeat(200);
+        for (status, code, message) in [
+            (Status::Unset, StatusCode::Unset, ""),
+            (Status::Ok, StatusCode::Ok, ""),
+            (Status::error(""), StatusCode::Error, ""),
+            (Status::error("boom"), StatusCode::Error, "boom"),
+            (
+                Status::error(long.clone()),
+                StatusCode::Error,
+                long.as_str(),
+            ),
+        ] {
+            let mut buf = Vec::new();
+            span_message(&mut buf, &span(status), None);
+            let decoded = Span::decode(&buf[..])
+                .expect("a Span")
+                .status
+                .expect("a status");
+            assert_eq!((decoded.code(), decoded.message.as_str()), (code, message));
+        }
     }
 
     #[test]

@@ -163,7 +163,9 @@ impl Subscriber for HotSubscriber {
         if let Some(stack) = self.stacks.get() {
             let mut stack = stack.borrow_mut();
             // Spans exit in the reverse order of entering, but need not.
-            if let Some(at) = stack.iter().rposition(|id| id == span) {
+            if stack.last() == Some(span) {
+                stack.pop();
+            } else if let Some(at) = stack.iter().rposition(|id| id == span) {
                 stack.remove(at);
             }
         }
