@@ -75,7 +75,8 @@ impl<const FIELD: u32> Attrs<FIELD> {
     }
 
     /// Adds `key`; past `max` attributes, counts it dropped.
-    #[inline]
+    // Always inlined: each visitor knows its value's kind, so only that kind's code remains.
+    #[inline(always)]
     pub(crate) fn push(&mut self, key: &str, value: Plain<'_>, max: usize) {
         if (self.count as usize) >= max {
             self.dropped += 1;

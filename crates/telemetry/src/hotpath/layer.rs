@@ -448,6 +448,7 @@ impl<'a> SpanFields<'a> {
         }
     }
 
+    #[inline(always)]
     fn attribute(&mut self, field: &Field, value: Plain<'_>) {
         let value = match value {
             Plain::Str(s) => Plain::Str(cut(s, self.limit)),
@@ -599,6 +600,7 @@ impl Visit for EventFields {
 struct LogFields<'a>(&'a mut LogItem);
 
 impl LogFields<'_> {
+    #[inline(always)]
     fn push(&mut self, key: &'static str, value: Plain<'_>) {
         self.0.attrs.push(key, value, usize::MAX);
     }

@@ -425,9 +425,13 @@ pub(crate) struct ShortKv {
 }
 
 /// The [`ShortKv`] of `key` and `value` as field `field`, if they are short.
-#[inline]
+#[inline(always)]
 pub(crate) fn short_kv(field: u32, key: &str, value: Plain<'_>) -> Option<ShortKv> {
-    let any_len = any_len(value);
+    // A string's length as if its length took one byte: if not, the whole is not short either.
+    let any_len = match value {
+        Plain::Str(s) => 2 + s.len(),
+        other => any_len(other),
+    };
     let kv_len = 4 + key.len() + any_len;
     (kv_len < 0x80 && field < 16).then_some(ShortKv {
         len: 2 + kv_len,
@@ -437,7 +441,7 @@ pub(crate) fn short_kv(field: u32, key: &str, value: Plain<'_>) -> Option<ShortK
 
 /// Writes `key` and `value` as field `field` into `room`, `kv.len` bytes: the framing in
 /// single-byte stores, the key and a string value in one copy each.
-#[inline]
+#[inline(always)]
 pub(crate) fn write_short_kv(
     room: &mut [u8],
     kv: ShortKv,
@@ -489,7 +493,7 @@ fn tag(field: u32, wire: u32) -> u8 {
 }
 
 /// The length of a scalar `AnyValue`.
-#[inline]
+#[inline(always)]
 fn any_len(value: Plain<'_>) -> usize {
     match value {
         Plain::Str(s) => field_len(1, s.len()),
