@@ -224,17 +224,20 @@ impl ApiClient {
             http.response.status_code = Empty,
             attempt,
         );
-        let mut headers = http::HeaderMap::new();
-        telemetry::inject_context(&call, &mut headers);
         let started = Instant::now();
         let result = async {
-            let response = self
+            let mut request = self
                 .http
                 .post(&self.transactions_url)
-                .headers(headers)
                 .header("idempotency-key", key)
                 .json(body)
-                .send()
+                .build()
+                .map_err(|e| self.transport_error(&e))?;
+            // Into the request's own headers: no map of its own to merge.
+            telemetry::inject_context(&call, request.headers_mut());
+            let response = self
+                .http
+                .execute(request)
                 .await
                 .map_err(|e| self.transport_error(&e))?;
             let status = response.status().as_u16();
