@@ -241,7 +241,7 @@ impl ApiClient {
                 .await
                 .map_err(|e| self.transport_error(&e))?;
             let status = response.status().as_u16();
-            tracing::Span::current().record("http.response.status_code", status);
+            call.record("http.response.status_code", status);
             if response.status().is_success() {
                 return response
                     .json::<TransactionResponse>()

@@ -396,9 +396,16 @@ async fn traceparent_round_trips_through_http_headers() {
             telemetry::set_parent_from_headers(&server, &headers);
             drop(server);
             drop(client);
+            // A caller that did not sample its trace: the default sampler (parent-based) follows.
+            let unsampled = traceparent.replace("-01", "-00");
+            headers.insert("traceparent", unsampled.parse().unwrap());
+            let server = tracing::info_span!("server_of_unsampled");
+            telemetry::set_parent_from_headers(&server, &headers);
+            assert_eq!(telemetry::trace_id(&server), None, "not sampled");
         });
         assert!(guard.shutdown().is_clean());
         let spans = sink.received().spans();
+        assert!(!spans.iter().any(|s| s.span.name == "server_of_unsampled"));
         let client = spans.iter().find(|s| s.span.name == "client_call").unwrap();
         let server = spans
             .iter()

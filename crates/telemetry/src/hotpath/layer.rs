@@ -163,8 +163,16 @@ impl HotLayer {
             return; // not a root: it keeps its local parent
         };
         let trace_id = remote.trace_id();
-        let parent = Context::new().with_remote_span_context(remote.clone());
-        let flags = flags(self.sampled(Some(&parent), trace_id, rec));
+        let sampled = match self.sampler {
+            // The SDK's parent-based sampler follows a valid parent's flag, as it is here (the
+            // propagator refuses invalid ones): no OTel context built to ask it.
+            Sampler::ParentBased(_) => remote.is_sampled(),
+            _ => {
+                let parent = Context::new().with_remote_span_context(remote.clone());
+                self.sampled(Some(&parent), trace_id, rec)
+            }
+        };
+        let flags = flags(sampled);
         state.parent = remote.span_id();
         state.parent_remote = true;
         state.cx = SpanContext::new(
