@@ -107,8 +107,10 @@ const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 /// Version 00 of W3C's `traceparent`: `00-<trace id>-<parent id>-<flags>`, 55 bytes.
 const TRACEPARENT_LEN: usize = 55;
 
+/// The hex digits W3C trace context writes and reads: lowercase only.
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
 fn traceparent(sc: &SpanContext) -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = [b'-'; TRACEPARENT_LEN];
     let mut put = |at: usize, bytes: &[u8]| {
         for (i, b) in bytes.iter().enumerate() {
@@ -156,8 +158,8 @@ fn hex<const N: usize>(digits: &[u8]) -> Option<[u8; N]> {
     const VALUES: [u8; 256] = {
         let mut values = [INVALID; 256];
         let mut d = 0;
-        while d < 16 {
-            values[b"0123456789abcdef"[d] as usize] = d as u8;
+        while d < HEX.len() {
+            values[HEX[d] as usize] = d as u8;
             d += 1;
         }
         values

@@ -6,7 +6,18 @@
 use std::ops::Range;
 
 use super::layer::Plain;
-use super::otlp::{LOG_ATTRIBUTES, Out, SPAN_ATTRIBUTES, put_kv, short_kv, write_short_kv};
+use super::otlp::{
+    FIXED64, LEN, LOG_ATTRIBUTES, Out, SPAN_ATTRIBUTES, VARINT, put_kv, short_kv, tag,
+    write_short_kv,
+};
+
+/// The tags read back: a `KeyValue`'s key and value, and an `AnyValue`'s scalars.
+const KEY: u8 = tag(1, LEN);
+const VALUE: u8 = tag(2, LEN);
+const STRING: u8 = tag(1, LEN);
+const BOOL: u8 = tag(2, VARINT);
+const INT: u8 = tag(3, VARINT);
+const DOUBLE: u8 = tag(4, FIXED64);
 
 /// Bytes kept in the item itself: the bot's and the API's items (up to 10 attributes, some 250
 /// bytes) fit. A larger block moves to the heap: a malloc on the caller's thread and a free on
@@ -156,13 +167,13 @@ impl<'a> Entry<'a> {
     fn read(bytes: &'a [u8], at: usize) -> Option<Self> {
         let (range, key, mut kv) = field_at(bytes, at)?;
         let key = std::str::from_utf8(key).ok()?;
-        kv.expect(0x12)?;
+        kv.expect(VALUE)?;
         let mut any = Reader(kv.len_delimited()?);
         let value = match any.byte()? {
-            0x0a => Plain::Str(std::str::from_utf8(any.len_delimited()?).ok()?),
-            0x10 => Plain::Bool(any.varint()? != 0),
-            0x18 => Plain::I64(any.varint()? as i64),
-            0x21 => Plain::F64(f64::from_le_bytes(any.take(8)?.try_into().ok()?)),
+            STRING => Plain::Str(std::str::from_utf8(any.len_delimited()?).ok()?),
+            BOOL => Plain::Bool(any.varint()? != 0),
+            INT => Plain::I64(any.varint()? as i64),
+            DOUBLE => Plain::F64(f64::from_le_bytes(any.take(8)?.try_into().ok()?)),
             _ => return None,
         };
         Some(Self { range, key, value })
@@ -175,7 +186,7 @@ fn field_at(bytes: &[u8], at: usize) -> Option<(Range<usize>, &[u8], Reader<'_>)
     field.byte()?;
     let mut kv = Reader(field.len_delimited()?);
     let end = bytes.len() - field.0.len();
-    kv.expect(0x0a)?;
+    kv.expect(KEY)?;
     let key = kv.len_delimited()?;
     Some((at..end, key, kv))
 }

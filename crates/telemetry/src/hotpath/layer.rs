@@ -31,7 +31,7 @@ use tracing_subscriber::layer::Context as LayerContext;
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
 use super::attrs::{LogAttrs, SpanAttrs};
-use super::otlp::cut;
+use super::otlp::cut_value;
 use super::queue::Queue;
 use crate::SpanLimitsConfig;
 use crate::propagation::Propagation;
@@ -458,10 +458,7 @@ impl<'a> SpanFields<'a> {
 
     #[inline(always)]
     fn attribute(&mut self, field: &Field, value: Plain<'_>) {
-        let value = match value {
-            Plain::Str(s) => Plain::Str(cut(s, self.limit)),
-            other => other,
-        };
+        let value = cut_value(value, self.limit);
         if self.replace {
             self.rec.attrs.set(field.name(), value, self.max);
         } else {

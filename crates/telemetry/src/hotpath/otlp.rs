@@ -25,9 +25,9 @@ use crate::spool::Spool;
 use crate::transport::Sender;
 use crate::{InitError, SignalExport};
 
-const VARINT: u32 = 0;
-const FIXED64: u32 = 1;
-const LEN: u32 = 2;
+pub(crate) const VARINT: u32 = 0;
+pub(crate) const FIXED64: u32 = 1;
+pub(crate) const LEN: u32 = 2;
 const FIXED32: u32 = 5;
 
 /// `SpanFlags`: the context says whether the parent is remote, and which.
@@ -277,8 +277,9 @@ fn span_message(buf: &mut Vec<u8>, span: &FinishedSpan, limit: Option<usize>) {
     } else {
         field_len(2, message.len())
     };
+    let code_len = if code == 0 { 0 } else { 1 + varint_len(code) };
     put_tag(buf, 15, LEN);
-    put_varint(buf, (message_len + if code == 0 { 0 } else { 2 }) as u64);
+    put_varint(buf, (message_len + code_len) as u64);
     put_str(buf, 2, message);
     put_uint(buf, 3, code);
     let remote = if span.parent_remote { IS_REMOTE } else { 0 };
@@ -311,7 +312,10 @@ fn log_message(buf: &mut Vec<u8>, item: &LogItem) {
     put_uint(buf, 2, severity(item.level) as u64);
     put_str(buf, 3, item.level.as_str());
     if let Some(body) = &item.body {
-        put_message(buf, 5, 1, |buf| put_str_always(buf, 1, body));
+        // Its length is known before: no slot to set after.
+        put_tag(buf, 5, LEN);
+        put_varint(buf, field_len(1, body.len()) as u64);
+        put_str_always(buf, 1, body);
     }
     buf.extend_from_slice(item.attrs.as_bytes());
     if let Some((trace_id, span_id, flags)) = item.trace {
@@ -349,7 +353,7 @@ pub(crate) fn cut(s: &str, limit: Option<usize>) -> &str {
 
 /// `value`, a string cut to `limit` characters.
 #[inline]
-fn cut_value(value: Plain<'_>, limit: Option<usize>) -> Plain<'_> {
+pub(crate) fn cut_value(value: Plain<'_>, limit: Option<usize>) -> Plain<'_> {
     match value {
         Plain::Str(s) => Plain::Str(cut(s, limit)),
         other => other,
@@ -488,7 +492,7 @@ pub(crate) fn write_short_kv(
 
 /// A one-byte tag (fields below 16).
 #[inline]
-fn tag(field: u32, wire: u32) -> u8 {
+pub(crate) const fn tag(field: u32, wire: u32) -> u8 {
     ((field << 3) | wire) as u8
 }
 
